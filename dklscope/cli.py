@@ -1,0 +1,195 @@
+"""The ``dklscope`` command.
+
+Exit codes: 0 done; 1 the instrument failed (what was measured is in the journal); 2 bad
+command line or config; 130 interrupted (what was measured is in the journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .campaign import Campaign
+    from .journal import Measurement
+
+log = logging.getLogger("dklscope")
+
+JOURNAL_NAME = "journal.sqlite"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dklscope",
+        description=(
+            "Autonomous microscopy by deep kernel learning: learn which local structures of an "
+            "overview image give which spectroscopic response, and measure where it pays most."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"dklscope {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a campaign from a YAML config",
+        description=(
+            "Run the campaign CONFIG describes and record it in DIR: journal.sqlite (every "
+            "measurement, committed before the next move), summary.json and PNG plots. With "
+            "'instrument: simulator:' the built-in simulated microscope is served on a free "
+            "loopback port; with 'instrument: address: tcp://host:port' a running driver "
+            "server is used."
+        ),
+    )
+    run.add_argument("config", type=Path, help="campaign YAML file, e.g. configs/quickstart.yaml")
+    run.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder (created; must not hold a journal yet)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "run":
+            return _run(args)
+    except ConfigError as exc:
+        where = getattr(args, "config", None)
+        return _usage_error(f"{where}: {exc}" if where else str(exc))
+    return 2
+
+
+def _usage_error(message: str) -> int:
+    """Report a bad command line or config in one line on stderr; exit code 2."""
+    sys.stderr.write(f"error: {message}\n")
+    return 2
+
+
+def _configure_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, console=_stderr_console())
+    logger = logging.getLogger("dklscope")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    out: Path = args.out
+    if (out / JOURNAL_NAME).exists():
+        return _usage_error(f"{out} already holds a campaign journal; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _usage_error(f"--out {out}: {exc.strerror}")
+
+    # Heavy imports (torch) only once the config is known to be good.
+    from .campaign import Campaign
+    from .drivers import InstrumentError, InstrumentTimeout, MicroscopeClient, ProtocolError
+    from .instruments import build_sample, serve_simulator
+    from .journal import Journal
+    from .report import ground_truth_figures, plot_prediction, plot_visits, summarize, write_summary
+
+    sim = config.instrument.simulator
+    sample = build_sample(sim) if sim is not None else None
+    connection = (
+        serve_simulator(sample, sim, noise_seed=config.seed)
+        if sim is not None and sample is not None
+        else contextlib.nullcontext(config.instrument.address)
+    )
+    t0 = time.perf_counter()
+    with (
+        connection as address,
+        Journal(out / JOURNAL_NAME) as journal,
+        MicroscopeClient(address, timeout_s=config.instrument.timeout_s) as client,
+    ):
+        log.info("instrument at %s; writing to %s", address, out)
+        try:
+            campaign = Campaign(
+                config, client, journal, config_text=args.config.read_text(encoding="utf-8")
+            )
+        except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
+            log.error("%s", exc)
+            return 1
+        status = 0
+        try:
+            _run_with_progress(campaign, show=not args.no_progress)
+        except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
+            log.error("%s; %d measurements are in the journal", exc, len(campaign.history))
+            status = 1
+        except KeyboardInterrupt:
+            log.warning("interrupted; %d measurements are in the journal", len(campaign.history))
+            status = 130
+        if not campaign.history:
+            return status
+        summary = summarize(campaign, time.perf_counter() - t0)
+        if sample is not None:
+            summary["ground_truth"] = ground_truth_figures(campaign, sample)
+        write_summary(out / "summary.json", summary)
+        plot_visits(campaign, out / "visits.png")
+        plot_prediction(campaign, *campaign.predict(), out / "prediction.png")
+    log.info(
+        "%d measurements; best %s = %.4g at (x=%g, y=%g) px; summary in %s",
+        summary["n_measurements"],
+        config.scalarizer.kind,
+        summary["best_value"],
+        summary["best_position"]["x_px"],
+        summary["best_position"]["y_px"],
+        out / "summary.json",
+    )
+    return status
+
+
+def _run_with_progress(campaign: Campaign, *, show: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("best {task.fields[best]}  step {task.fields[latency]}"),
+    )
+    with Progress(*columns, console=_stderr_console(), disable=not show) as progress:
+        task = progress.add_task("campaign", total=campaign.n_planned, best="-", latency="-")
+
+        def update(m: Measurement) -> None:
+            best = campaign.best()
+            progress.update(
+                task,
+                advance=1,
+                description="seeding" if m.kind == "seed" else "campaign",
+                best=f"{best.scalar:.4g}" if best else "-",
+                latency=f"{campaign.step_latencies_s[-1] * 1000:.0f} ms",
+            )
+            log.debug("step %d: (x=%g, y=%g) scalar %.4g", m.seq, m.x, m.y, m.scalar)
+
+        campaign.run(on_step=update)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

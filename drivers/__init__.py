@@ -1,0 +1,22 @@
+"""The instrument side of dklscope: wire protocol, `DriverServer`, `MicroscopeClient`, `Backend`.
+
+Imports numpy and pyzmq only, so it runs inside a vendor's Python next to the instrument.
+"""
+
+from .backend import Acquisition, Backend
+from .client import InstrumentError, InstrumentTimeout, MicroscopeClient
+from .protocol import ErrorCode, InstrumentDescription, ProtocolError, SpectralAxis
+from .server import DriverServer
+
+__all__ = [
+    "Acquisition",
+    "Backend",
+    "DriverServer",
+    "ErrorCode",
+    "InstrumentDescription",
+    "InstrumentError",
+    "InstrumentTimeout",
+    "MicroscopeClient",
+    "ProtocolError",
+    "SpectralAxis",
+]

@@ -14,6 +14,7 @@ Tables:
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     x_read REAL NOT NULL, y_read REAL NOT NULL,  -- position reported at acquisition
     dwell_s REAL NOT NULL,            -- actual dwell
     spectrum BLOB NOT NULL,           -- float32 little-endian
-    scalar REAL NOT NULL,             -- the scalarizer's value
+    scalar REAL,                      -- the scalarizer's value; NULL when not finite
     acquisition_value REAL,           -- the policy's value at this point (NULL for seeds)
     predicted_mean REAL, predicted_std REAL,     -- the model's prediction before measuring
     t_decided REAL NOT NULL,          -- Unix seconds: decision made
@@ -105,6 +106,7 @@ class Journal:
         """Write one measurement and commit it to disk before returning."""
         row = list(astuple(m))
         row[_SPECTRUM_AT] = np.asarray(m.spectrum, "<f4").tobytes()
+        row[_SCALAR_AT] = m.scalar if math.isfinite(m.scalar) else None  # SQLite has no NaN
         with self._db:
             self._db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * len(row))})", row)
 
@@ -130,8 +132,10 @@ class Journal:
         for row in rows:
             row = list(row)
             row[_SPECTRUM_AT] = np.frombuffer(row[_SPECTRUM_AT], dtype="<f4")
+            row[_SCALAR_AT] = math.nan if row[_SCALAR_AT] is None else row[_SCALAR_AT]
             out.append(Measurement(*row))
         return out
 
 
 _SPECTRUM_AT = [f.name for f in fields(Measurement)].index("spectrum")
+_SCALAR_AT = [f.name for f in fields(Measurement)].index("scalar")

@@ -96,7 +96,7 @@ class InstrumentDescription:
                 spectral_axis=SpectralAxis(**d["spectral_axis"]),
                 spectrum_units=str(d["spectrum_units"]),
                 dwell_range_s=(float(d["dwell_range_s"][0]), float(d["dwell_range_s"][1])),
-                probe_limits=tuple(float(v) for v in d["probe_limits"]),  # type: ignore[arg-type]
+                probe_limits=_four_floats(d["probe_limits"]),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed instrument description: {exc!r}") from exc
@@ -121,9 +121,14 @@ class InstrumentDescription:
         return None
 
 
+def _four_floats(values: Any) -> tuple[float, float, float, float]:
+    x0, x1, y0, y1 = (float(v) for v in values)  # ValueError unless exactly four
+    return x0, x1, y0, y1
+
+
 def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[bytes | memoryview]:
     """Frames for one message; the arrays are sent from their own memory without a copy."""
-    arrays = [np.ascontiguousarray(a) for a in arrays]
+    arrays = [np.require(a, requirements="C") for a in arrays]  # keeps 0-d arrays 0-d
     header = {**header, "arrays": [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]}
     return [SIGNATURE, json.dumps(header, allow_nan=False).encode(), *(a.data for a in arrays)]
 
@@ -141,8 +146,8 @@ def decode(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], list[n
         raise ProtocolError(f"header of {len(frames[1])} bytes exceeds {MAX_HEADER_BYTES}")
     try:
         header = json.loads(bytes(frames[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"header is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting or digits
+        raise ProtocolError(f"header is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     specs = header.get("arrays", [])
@@ -155,16 +160,19 @@ def decode(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], list[n
 def _decode_array(spec: Any, frame: bytes | memoryview) -> np.ndarray:
     try:
         dtype = np.dtype(spec["dtype"])
-        shape = tuple(int(n) for n in spec["shape"])
+        if not isinstance(spec["shape"], list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in spec["shape"]
+        ):
+            raise TypeError("shape must be a list of integers")
+        shape = tuple(spec["shape"])
     except (TypeError, KeyError, ValueError) as exc:
-        raise ProtocolError(f"bad array description {spec!r}") from exc
+        raise ProtocolError(f"bad array description {str(spec)[:200]}") from exc
     if dtype.str not in ALLOWED_DTYPES:
         raise ProtocolError(f"array dtype {dtype.str!r} is not allowed")
     if any(n < 0 for n in shape):
         raise ProtocolError(f"negative array shape {shape}")
     expected = math.prod(shape) * dtype.itemsize
-    if len(frame) != expected:
-        raise ProtocolError(
-            f"array {dtype.str}{list(shape)} needs {expected} bytes, got {len(frame)}"
-        )
+    nbytes = memoryview(frame).nbytes
+    if nbytes != expected:
+        raise ProtocolError(f"array {dtype.str}{list(shape)} needs {expected} bytes, got {nbytes}")
     return np.frombuffer(frame, dtype=dtype).reshape(shape)

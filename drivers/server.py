@@ -83,8 +83,13 @@ class DriverServer:
         poller.register(socket, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if poller.poll(50):
-                    self._handle(socket, socket.recv_multipart(copy=False))
+                if not poller.poll(50):
+                    continue
+                frames = socket.recv_multipart(copy=False)
+                try:
+                    self._handle(socket, frames)
+                except Exception:  # never let one request end the service
+                    log.exception("unhandled error while serving a request")
         finally:
             socket.close()
 
@@ -126,9 +131,9 @@ class DriverServer:
         request_id = None
         try:
             header, arrays = decode(body)
-            request_id = header.get("id")
-            if not isinstance(request_id, str):
+            if not isinstance(header.get("id"), str):
                 raise ProtocolError("request has no string 'id'")
+            request_id = header["id"]
             cmd, args = header.get("cmd"), header.get("args", {})
             if not isinstance(args, dict):
                 raise ProtocolError("'args' is not a JSON object")
@@ -193,11 +198,13 @@ def _arguments(args: dict[str, Any], *names: str) -> tuple[float, ...]:
             raise Refusal(
                 ErrorCode.BAD_ARGUMENT, f"argument {name!r} must be a number, got {value!r}"
             )
-        if not math.isfinite(value):
-            raise Refusal(
-                ErrorCode.BAD_ARGUMENT, f"argument {name!r} must be finite, got {value!r}"
-            )
-        values.append(float(value))
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise Refusal(ErrorCode.BAD_ARGUMENT, f"argument {name!r} must be a finite number")
+        values.append(number)
     return tuple(values)
 
 

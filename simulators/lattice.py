@@ -12,7 +12,7 @@ Physics model (all energies in eV, rates in counts/s per channel, distances in p
     * an edge plasmon at 0.8 eV whose strength decays as ``exp(-d / spacing)`` with the
       distance ``d`` to the vacuum edge (on both sides);
     * a defect mode at 1.2 eV proportional to the local vacancy density, a sum of Gaussians of
-      width ``spacing_px`` centred on the vacancies.
+      width ``defect_length_px`` (about half a lattice spacing) centred on the vacancies.
   Each peak is a Gaussian line shape normalised to 1 at its centre.
 
 The defect mode is the feature a campaign hunts for with a window around 1.2 eV: it is visible in
@@ -56,6 +56,7 @@ def lattice_sample(
     n_defect_clusters: int = 3,
     cluster_radius_px: float = 7.0,
     vacancy_probability: float = 0.6,
+    defect_length_px: float = 2.5,
     pixel_size_nm: float = 0.08,
     image_noise: float = 0.03,
     zlp_rate: float = 2.0e4,
@@ -107,7 +108,7 @@ def lattice_sample(
 
     vacancy_density = np.zeros(shape)
     for x, y in zip(ax[vacant], ay[vacant], strict=True):
-        vacancy_density += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * spacing_px**2))
+        vacancy_density += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * defect_length_px**2))
     edge_distance = np.where(material, depth, ndimage.distance_transform_edt(~material))
 
     energy = ENERGY_AXIS.values()

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from dklscope.dkl import DKLLearner, DKLModel, posterior_mean_std
+
+
+def data(n, seed, sign=1.0):
+    """Inputs in 6-D of which two matter: y = sin(3 x0) + x1, in units of about 1e3."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 6))
+    y = sign * 1000.0 * (np.sin(3 * X[:, 0]) + X[:, 1]) + 500.0
+    return torch.tensor(X), torch.tensor(y)
+
+
+def test_recovers_a_known_function_in_its_own_units():
+    X, y = data(120, seed=0)
+    X_test, y_test = data(300, seed=1)
+    model = DKLLearner(6, seed=0, first_fit_iterations=300).fit(X, y)
+    mean, std = posterior_mean_std(model, X_test)
+    rmse = np.sqrt(np.mean((mean - y_test.numpy()) ** 2))
+    assert rmse < 0.25 * y_test.numpy().std()
+    assert np.all(std > 0)
+    # Honest uncertainty: most held-out truths lie within 3 predicted std (plus noise).
+    noise_sd = np.sqrt(model.likelihood.noise.item()) * model.outcome_transform.stdvs.item()
+    z = np.abs(mean - y_test.numpy()) / np.sqrt(std**2 + noise_sd**2)
+    assert np.mean(z < 3) > 0.9
+
+
+def test_a_second_fit_uses_the_new_data_only():
+    learner = DKLLearner(6, seed=0)
+    X_a, y_a = data(60, seed=2)
+    X_b, y_b = data(60, seed=3, sign=-1.0)
+    learner.fit(X_a, y_a)
+    model = learner.fit(X_b, y_b)
+    assert torch.equal(model.train_inputs[0], X_b)
+    assert len(learner.last_losses) == learner.refit_iterations
+    mean, _ = posterior_mean_std(model, X_b)
+    assert np.corrcoef(mean, y_b.numpy())[0, 1] > 0.9
+
+
+def test_a_returned_model_does_not_change_under_later_fits():
+    learner = DKLLearner(6, seed=0, first_fit_iterations=50, refit_iterations=50)
+    X, y = data(40, seed=4)
+    first = learner.fit(X, y)
+    before, _ = posterior_mean_std(first, X)
+    learner.fit(*data(40, seed=5))
+    after, _ = posterior_mean_std(first, X)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_same_seed_same_model_and_no_global_random_or_dtype_change():
+    X, y = data(30, seed=6)
+    rng_state = torch.random.get_rng_state()
+    dtype = torch.get_default_dtype()
+    means = [
+        posterior_mean_std(DKLLearner(6, seed=7, first_fit_iterations=20).fit(X, y), X)[0]
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(means[0], means[1])
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
+    assert torch.get_default_dtype() == dtype
+
+
+def test_prediction_in_batches_equals_prediction_at_once():
+    X, y = data(30, seed=8)
+    model = DKLLearner(6, seed=0, first_fit_iterations=20).fit(X, y)
+    X_test, _ = data(50, seed=9)
+    full = posterior_mean_std(model, X_test, batch_size=4096)
+    batched = posterior_mean_std(model, X_test, batch_size=7)
+    np.testing.assert_allclose(full[0], batched[0], rtol=1e-10)
+    np.testing.assert_allclose(full[1], batched[1], rtol=1e-10)
+
+
+def test_matern_kernel_and_botorch_posterior_shapes():
+    X, y = data(20, seed=10)
+    model = DKLLearner(6, kernel="matern52", first_fit_iterations=5).fit(X, y)
+    assert isinstance(model, DKLModel)
+    posterior = model.posterior(X[:4].unsqueeze(-2))
+    assert posterior.mean.shape == (4, 1, 1)
+    with pytest.raises(RuntimeError):
+        posterior_mean_std(model, torch.zeros(3, 5, dtype=torch.float64))  # wrong input width

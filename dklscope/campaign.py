@@ -19,7 +19,7 @@ import torch
 
 from .config import Config, ConfigError
 from .dkl import DKLLearner, DKLModel, posterior_mean_std
-from .drivers import MicroscopeClient
+from .drivers import InstrumentDescription, MicroscopeClient
 from .journal import Journal, Measurement
 from .patches import grid_patches
 from .policies import POLICIES, Decision, Policy
@@ -40,26 +40,15 @@ class Campaign:
     ) -> None:
         self.config, self.client, self.journal = config, client, journal
         self.description = client.describe()
+        check_config_against(config, self.description)
         self.axis = self.description.spectral_axis.values()
-        if (why := self.description.check_dwell(config.dwell_s)) is not None:
-            raise ConfigError("dwell_s", f"{why} of {self.description.name}")
-        window = config.scalarizer.window
-        if window[1] < self.axis.min() or window[0] > self.axis.max():
-            raise ConfigError(
-                "scalarizer.window",
-                f"{list(window)} lies outside the spectral axis [{self.axis.min():.4g}, "
-                f"{self.axis.max():.4g}] {self.description.spectral_axis.units}",
-            )
-        self.scalarizer = PeakIntensity(window)
-
+        self.scalarizer = PeakIntensity(config.scalarizer.window)
         self.overview = np.asarray(client.get_overview(), dtype=np.float64)
-        size = config.patches.size
-        if size > min(self.overview.shape):
-            raise ConfigError(
-                "patches.size", f"{size} does not fit the overview {self.overview.shape}"
-            )
         self.patches = grid_patches(
-            self.overview, size, stride=config.patches.stride, edge=config.patches.edge
+            self.overview,
+            config.patches.size,
+            stride=config.patches.stride,
+            edge=config.patches.edge,
         )
         # Standardised with the whole overview's statistics, so brightness stays informative.
         scaled = (self.patches.data - self.overview.mean()) / (self.overview.std() or 1.0)
@@ -184,6 +173,25 @@ class Campaign:
         """Refit on all measurements; predicted mean and std at every candidate, each (N,)."""
         self.model = self.learner.fit(*self.training_data())
         return posterior_mean_std(self.model, self.candidates)
+
+
+def check_config_against(config: Config, description: InstrumentDescription) -> None:
+    """Refuse, with a `ConfigError` naming the key, what this instrument cannot do."""
+    if (why := description.check_dwell(config.dwell_s)) is not None:
+        raise ConfigError("dwell_s", f"{why} of {description.name}")
+    axis = description.spectral_axis.values()
+    low, high = config.scalarizer.window
+    if high < axis.min() or low > axis.max():
+        raise ConfigError(
+            "scalarizer.window",
+            f"{[low, high]} lies outside the spectral axis [{axis.min():.4g}, {axis.max():.4g}] "
+            f"{description.spectral_axis.units}",
+        )
+    if config.patches.size > min(description.overview_shape):
+        raise ConfigError(
+            "patches.size",
+            f"{config.patches.size} does not fit the overview {list(description.overview_shape)}",
+        )
 
 
 def _versions() -> dict[str, str]:

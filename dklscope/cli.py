@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .campaign import Campaign
     from .journal import Measurement
+    from .simulators import Sample
 
 log = logging.getLogger("dklscope")
 
@@ -108,11 +109,10 @@ def _run(args: argparse.Namespace) -> int:
         return _usage_error(f"--out {out}: {exc.strerror}")
 
     # Heavy imports (torch) only once the config is known to be good.
-    from .campaign import Campaign
+    from .campaign import Campaign, check_config_against
     from .drivers import InstrumentError, InstrumentTimeout, MicroscopeClient, ProtocolError
     from .instruments import build_sample, serve_simulator
     from .journal import Journal
-    from .report import ground_truth_figures, plot_prediction, plot_visits, summarize, write_summary
 
     sim = config.instrument.simulator
     sample = build_sample(sim) if sim is not None else None
@@ -124,44 +124,60 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with (
         connection as address,
-        Journal(out / JOURNAL_NAME) as journal,
         MicroscopeClient(address, timeout_s=config.instrument.timeout_s) as client,
     ):
         log.info("instrument at %s; writing to %s", address, out)
         try:
-            campaign = Campaign(
-                config, client, journal, config_text=args.config.read_text(encoding="utf-8")
-            )
+            # What this instrument cannot do is a config error, found before any file is made.
+            check_config_against(config, client.describe())
+            with Journal(out / JOURNAL_NAME) as journal:
+                campaign = Campaign(
+                    config, client, journal, config_text=args.config.read_text(encoding="utf-8")
+                )
+                status = _run_to_end(campaign, show_progress=not args.no_progress)
+                if campaign.history:
+                    _write_results(campaign, out, sample, time.perf_counter() - t0)
         except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
             log.error("%s", exc)
             return 1
-        status = 0
-        try:
-            _run_with_progress(campaign, show=not args.no_progress)
-        except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
-            log.error("%s; %d measurements are in the journal", exc, len(campaign.history))
-            status = 1
-        except KeyboardInterrupt:
-            log.warning("interrupted; %d measurements are in the journal", len(campaign.history))
-            status = 130
-        if not campaign.history:
-            return status
-        summary = summarize(campaign, time.perf_counter() - t0)
-        if sample is not None:
-            summary["ground_truth"] = ground_truth_figures(campaign, sample)
-        write_summary(out / "summary.json", summary)
-        plot_visits(campaign, out / "visits.png")
-        plot_prediction(campaign, *campaign.predict(), out / "prediction.png")
+    return status
+
+
+def _run_to_end(campaign: Campaign, *, show_progress: bool) -> int:
+    """Run the campaign; returns the exit code. Whatever was measured stays in the journal."""
+    from .drivers import InstrumentError, InstrumentTimeout, ProtocolError
+
+    try:
+        _run_with_progress(campaign, show=show_progress)
+    except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
+        log.error("%s; %d measurements are in the journal", exc, len(campaign.history))
+        return 1
+    except KeyboardInterrupt:
+        log.warning("interrupted; %d measurements are in the journal", len(campaign.history))
+        return 130
+    return 0
+
+
+def _write_results(campaign: Campaign, out: Path, sample: Sample | None, wall_s: float) -> None:
+    """``summary.json`` and the plots of a campaign with at least one measurement."""
+    from .report import ground_truth_figures, plot_prediction, plot_visits, summarize, write_summary
+
+    summary = summarize(campaign, wall_s)
+    if sample is not None:
+        summary["ground_truth"] = ground_truth_figures(campaign, sample)
+    write_summary(out / "summary.json", summary)
+    plot_visits(campaign, out / "visits.png")
+    plot_prediction(campaign, *campaign.predict(), out / "prediction.png")
+    best = summary["best_position"] or {}
     log.info(
-        "%d measurements; best %s = %.4g at (x=%g, y=%g) px; summary in %s",
+        "%d measurements; best %s = %s at (x=%s, y=%s) px; summary in %s",
         summary["n_measurements"],
-        config.scalarizer.kind,
+        campaign.config.scalarizer.kind,
         summary["best_value"],
-        summary["best_position"]["x_px"],
-        summary["best_position"]["y_px"],
+        best.get("x_px"),
+        best.get("y_px"),
         out / "summary.json",
     )
-    return status
 
 
 def _run_with_progress(campaign: Campaign, *, show: bool) -> None:

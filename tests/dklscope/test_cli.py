@@ -71,3 +71,13 @@ def test_an_output_folder_with_a_journal_is_not_overwritten(tmp_path, capsys):
     assert main(["run", str(config), "--out", str(out)]) == 2
     assert "already holds a campaign journal" in capsys.readouterr().err
     assert (out / "journal.sqlite").read_bytes() == b"precious"
+
+
+def test_what_the_instrument_cannot_do_exits_2_before_any_journal_is_made(tmp_path, capsys):
+    config = tmp_path / "window.yaml"
+    config.write_text(GOOD.replace("window: [1.05, 1.35]", "window: [40.0, 50.0]"))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "scalarizer.window: [40.0, 50.0] lies outside the spectral axis" in err
+    assert not (out / "journal.sqlite").exists()

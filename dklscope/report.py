@@ -129,7 +129,7 @@ def ground_truth_figures(campaign: Campaign, sample: Sample) -> dict[str, Any]:
     """
     truth = campaign.scalarizer(sample.expected_spectra(campaign.config.dwell_s), campaign.axis)
     p = campaign.patches
-    at_candidates = truth[p.rows, p.cols]
+    at_candidates = truth[sample.spectrum_pixel(p.rows, p.cols)]
     found = max(at_candidates[m.candidate] for m in campaign.history)
     best = float(at_candidates.max())
     return {

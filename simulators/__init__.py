@@ -5,6 +5,13 @@ numpy and scipy only; serves through `dklscope.drivers` like any real instrument
 
 from .lattice import lattice_sample
 from .microscope import SimulatedMicroscope
-from .sample import Sample
+from .sample import GaussianNoise, NoiseModel, PoissonCounts, Sample
 
-__all__ = ["Sample", "SimulatedMicroscope", "lattice_sample"]
+__all__ = [
+    "GaussianNoise",
+    "NoiseModel",
+    "PoissonCounts",
+    "Sample",
+    "SimulatedMicroscope",
+    "lattice_sample",
+]

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from dklscope.drivers import SpectralAxis
 
-from .sample import Sample
+from .sample import PoissonCounts, Sample
 
 ENERGY_AXIS = SpectralAxis(size=256, offset=0.2, scale=0.011, units="eV")
 
@@ -124,7 +124,8 @@ def lattice_sample(
     return Sample(
         name="lattice",
         image=image.astype(np.float32),
-        rates=rates.astype(np.float32),
+        signal=rates.astype(np.float32),
+        noise=PoissonCounts(),
         spectral_axis=ENERGY_AXIS,
         pixel_size=pixel_size_nm,
         pixel_units="nm",

@@ -12,12 +12,12 @@ from .sample import Sample
 
 
 class SimulatedMicroscope:
-    """Park a probe on a `Sample` and count electrons.
+    """Park a probe on a `Sample` and measure spectra.
 
-    The spectrum at a position is the sample's spectrum at the nearest pixel times the dwell,
-    with Poisson noise when ``noise`` is on (counts, so the relative noise falls as
-    ``1/sqrt(dwell)``). With ``realtime`` an acquisition takes its dwell in wall time; without
-    it, it returns at once. ``seed`` seeds this instrument's own noise generator only.
+    The spectrum at a position is that of the sample's spectrum pixel under the nearest
+    overview pixel, measured through the sample's noise model when ``noise`` is on and its mean
+    when off. With ``realtime`` an acquisition takes its dwell in wall time; without it, it
+    returns at once. ``seed`` seeds this instrument's own noise generator only.
     """
 
     def __init__(
@@ -55,13 +55,18 @@ class SimulatedMicroscope:
         return x, y
 
     def acquire(self, dwell_s: float) -> Acquisition:
-        row, col = round(self._y), round(self._x)
-        expected = self.sample.rates[row, col] * dwell_s
+        i, j = self.sample.spectrum_pixel(round(self._y), round(self._x))
+        signal = self.sample.signal[i, j]
         if self.realtime:
             time.sleep(dwell_s)
-        spectrum = self._rng.poisson(expected) if self.noise else expected
+        noise = self.sample.noise
+        spectrum = (
+            noise.measure(signal, dwell_s, self._rng)
+            if self.noise
+            else noise.expected(signal, dwell_s)
+        )
         return Acquisition(
-            spectrum=spectrum.astype(np.float32),
+            spectrum=np.asarray(spectrum, dtype=np.float32),
             dwell_s=dwell_s,
             x=self._x,
             y=self._y,

@@ -20,7 +20,7 @@ def sample():
 def test_same_seed_gives_the_same_sample(sample):
     again = lattice_sample((48, 48), seed=0)
     np.testing.assert_array_equal(again.image, sample.image)
-    np.testing.assert_array_equal(again.rates, sample.rates)
+    np.testing.assert_array_equal(again.signal, sample.signal)
     assert again.labels.keys() == sample.labels.keys()
     for key in sample.labels:
         np.testing.assert_array_equal(again.labels[key], sample.labels[key])
@@ -29,7 +29,7 @@ def test_same_seed_gives_the_same_sample(sample):
 def test_a_different_seed_gives_a_different_sample(sample):
     other = lattice_sample((48, 48), seed=1)
     assert not np.array_equal(other.image, sample.image)
-    assert not np.array_equal(other.rates, sample.rates)
+    assert not np.array_equal(other.signal, sample.signal)
     assert not np.array_equal(other.labels["vacancy_density"], sample.labels["vacancy_density"])
 
 
@@ -39,15 +39,15 @@ def test_shapes_and_labels(shape):
     rows, cols = shape
     assert s.shape == shape
     assert s.image.shape == shape and s.image.dtype == np.float32
-    assert s.rates.shape == (rows, cols, CHANNELS) and s.rates.dtype == np.float32
+    assert s.signal.shape == (rows, cols, CHANNELS) and s.signal.dtype == np.float32
     assert s.spectral_axis.size == CHANNELS
     assert set(s.labels) == {"material", "domain", "vacancy_density", "edge_distance_px"}
     for label in s.labels.values():
         assert label.shape == shape
     assert s.labels["material"].dtype == bool
     assert set(np.unique(s.labels["domain"])) <= {0, 1}
-    assert np.all(np.isfinite(s.image)) and np.all(np.isfinite(s.rates))
-    assert np.all(s.rates > 0)
+    assert np.all(np.isfinite(s.image)) and np.all(np.isfinite(s.signal))
+    assert np.all(s.signal > 0)
     # The structure every campaign relies on: vacuum at the top, two domains, vacancies.
     material = s.labels["material"]
     assert not material[0].all() and material[-1].all()
@@ -79,7 +79,7 @@ def test_the_defect_mode_peaks_at_1_2_ev_where_vacancies_are(seed):
     energy = s.spectral_axis.values()
     density = s.labels["vacancy_density"]
     row, col = np.unravel_index(np.argmax(density), density.shape)
-    spectrum = s.rates[row, col]
+    spectrum = s.signal[row, col]
 
     # A local maximum within 0.05 eV of 1.2 eV.
     near = np.flatnonzero(np.abs(energy - 1.2) <= 0.05)
@@ -98,9 +98,9 @@ def test_the_defect_mode_peaks_at_1_2_ev_where_vacancies_are(seed):
     assert clean.any()
     clean_row, clean_col = np.argwhere(clean)[0]
     at = np.argmin(np.abs(energy - 1.2))
-    assert spectrum[at] > s.rates[clean_row, clean_col, at] + 0.5 * 8.0e3 * density.max()
+    assert spectrum[at] > s.signal[clean_row, clean_col, at] + 0.5 * 8.0e3 * density.max()
     # ... where the spectrum has no peak near 1.2 eV at all.
-    c = s.rates[clean_row, clean_col, near]
+    c = s.signal[clean_row, clean_col, near]
     assert not np.any((c[1:-1] > c[:-2]) & (c[1:-1] > c[2:]))
 
 
@@ -111,7 +111,7 @@ def test_the_vacuum_has_no_bulk_plasmon(sample):
     row, col = np.unravel_index(np.argmax(distance), distance.shape)
     assert distance[row, col] >= 4
     high = energy >= 1.8  # away from the edge plasmon (0.8 eV) and the defect mode (1.2 eV)
-    np.testing.assert_allclose(sample.rates[row, col, high], zlp_tail(energy)[high], rtol=1e-3)
+    np.testing.assert_allclose(sample.signal[row, col, high], zlp_tail(energy)[high], rtol=1e-3)
 
 
 @pytest.mark.parametrize("domain_label, plasmon_ev", [(0, 2.2), (1, 2.5)])
@@ -124,7 +124,7 @@ def test_the_material_has_the_bulk_plasmon_of_its_domain(sample, domain_label, p
         & (sample.labels["vacancy_density"] < 1e-3)
     )
     row, col = np.argwhere(inside)[0]
-    excess = sample.rates[row, col] - zlp_tail(energy)
+    excess = sample.signal[row, col] - zlp_tail(energy)
     at = np.argmin(np.abs(energy - plasmon_ev))
     assert excess[at] == pytest.approx(BULK_RATE, rel=0.02)
     assert abs(energy[np.argmax(excess * (energy > 1.8))] - plasmon_ev) <= 0.011
@@ -135,11 +135,11 @@ def test_the_material_has_the_bulk_plasmon_of_its_domain(sample, domain_label, p
 AXIS = SpectralAxis(size=5, offset=0.0, scale=1.0, units="eV")
 
 
-def make_sample(image_shape, rates_shape):
+def make_sample(image_shape, signal_shape):
     return Sample(
         name="tiny",
         image=np.zeros(image_shape, dtype=np.float32),
-        rates=np.ones(rates_shape, dtype=np.float32),
+        signal=np.ones(signal_shape, dtype=np.float32),
         spectral_axis=AXIS,
         pixel_size=1.0,
         pixel_units="nm",
@@ -148,14 +148,14 @@ def make_sample(image_shape, rates_shape):
 
 
 @pytest.mark.parametrize(
-    "rates_shape", [(3, 4, 4), (3, 4, 6), (4, 3, 5), (3, 5, 5), (3, 4), (3, 4, 5, 1), (5,)]
+    "signal_shape", [(3, 4, 4), (3, 4, 6), (4, 3, 5), (3, 5, 5), (3, 4), (3, 4, 5, 1), (5,)]
 )
-def test_sample_refuses_rates_that_do_not_match(rates_shape):
-    with pytest.raises(ValueError, match="rates shape"):
-        make_sample((3, 4), rates_shape)
+def test_sample_refuses_a_signal_that_does_not_match(signal_shape):
+    with pytest.raises(ValueError, match="signal shape"):
+        make_sample((3, 4), signal_shape)
 
 
-def test_sample_with_matching_rates():
+def test_sample_with_a_matching_signal():
     s = make_sample((3, 4), (3, 4, 5))
     assert s.shape == (3, 4)
     assert s.labels == {}

@@ -49,7 +49,7 @@ def test_noise_free_acquire_is_the_rate_at_the_nearest_pixel_times_the_dwell(
     acq = microscope.acquire(0.37)
     assert acq.spectrum.dtype == np.float32
     assert acq.spectrum.shape == (256,)
-    np.testing.assert_array_equal(acq.spectrum, sample.rates[row, col] * np.float32(0.37))
+    np.testing.assert_array_equal(acq.spectrum, sample.signal[row, col] * np.float32(0.37))
     np.testing.assert_array_equal(acq.spectrum, sample.expected_spectra(0.37)[row, col])
     assert (acq.x, acq.y, acq.dwell_s) == (x, y, 0.37)
     assert abs(acq.timestamp - time.time()) < 60  # Unix time, not a monotonic clock
@@ -60,7 +60,7 @@ def test_noisy_spectra_are_poisson_with_mean_dwell_times_rate(sample):
     microscope.move_probe(30.0, 25.0)
     dwell, n = 0.02, 2000
     counts = spectra(microscope, dwell, n).astype(np.float64)
-    rate = sample.rates[25, 30].astype(np.float64) * dwell
+    rate = sample.signal[25, 30].astype(np.float64) * dwell
     assert rate.min() < 5 and rate.max() > 100  # from sparse to plentiful counts
 
     # Counts: whole, non-negative numbers.
@@ -84,7 +84,7 @@ def test_four_times_the_dwell_gives_four_times_the_counts(sample):
     n = 1000
     short = spectra(microscope, 0.01, n).astype(np.float64).sum(axis=1)
     long = spectra(microscope, 0.04, n).astype(np.float64).sum(axis=1)
-    total = sample.rates[30, 12].astype(np.float64).sum()
+    total = sample.signal[30, 12].astype(np.float64).sum()
     assert short.mean() == pytest.approx(0.01 * total, abs=5 * np.sqrt(0.01 * total / n))
     assert long.mean() == pytest.approx(0.04 * total, abs=5 * np.sqrt(0.04 * total / n))
     assert long.mean() / short.mean() == pytest.approx(4.0, rel=0.01)

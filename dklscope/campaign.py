@@ -179,14 +179,10 @@ def check_config_against(config: Config, description: InstrumentDescription) -> 
     """Refuse, with a `ConfigError` naming the key, what this instrument cannot do."""
     if (why := description.check_dwell(config.dwell_s)) is not None:
         raise ConfigError("dwell_s", f"{why} of {description.name}")
-    axis = description.spectral_axis.values()
-    low, high = config.scalarizer.window
-    if high < axis.min() or low > axis.max():
-        raise ConfigError(
-            "scalarizer.window",
-            f"{[low, high]} lies outside the spectral axis [{axis.min():.4g}, {axis.max():.4g}] "
-            f"{description.spectral_axis.units}",
-        )
+    try:
+        PeakIntensity(config.scalarizer.window).channels(description.spectral_axis.values())
+    except ValueError as exc:
+        raise ConfigError("scalarizer.window", f"{exc} {description.spectral_axis.units}") from None
     if config.patches.size > min(description.overview_shape):
         raise ConfigError(
             "patches.size",

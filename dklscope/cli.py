@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, SimulatorConfig, load_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -61,6 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (created; must not hold a journal yet)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a simulated microscope over the driver protocol",
+        description=(
+            "Serve the simulated microscope of CONFIG's 'instrument: simulator:' section (a "
+            "synthetic sample or a replayed data set) over the driver protocol until "
+            "interrupted. A campaign elsewhere reaches it with 'instrument: address:'."
+        ),
+    )
+    serve.add_argument(
+        "config", type=Path, help="YAML file with an 'instrument: simulator:' section"
+    )
+    serve.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:5555",
+        metavar="ADDRESS",
+        help="where to listen (default: %(default)s: loopback only; name other interfaces here)",
+    )
+
+    sample = commands.add_parser("sample", help="look at a simulated sample")
+    sample_commands = sample.add_subparsers(dest="sample_command", required=True, metavar="COMMAND")
+    show = sample_commands.add_parser(
+        "show",
+        help="draw a sample's overview and ground truth",
+        description=(
+            "Draw the overview, the ground-truth map of CONFIG's scalarizer (from the noise-free "
+            "spectra at CONFIG's dwell), example spectra and the structural labels of the "
+            "simulated sample, as PNG files in DIR."
+        ),
+    )
+    show.add_argument(
+        "config", type=Path, help="YAML file with an 'instrument: simulator:' section"
+    )
+    show.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     return parser
 
 
@@ -70,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "sample":
+            return _sample_show(args)
     except ConfigError as exc:
         where = getattr(args, "config", None)
         return _usage_error(f"{where}: {exc}" if where else str(exc))
@@ -141,6 +180,59 @@ def _run(args: argparse.Namespace) -> int:
             log.error("%s", exc)
             return 1
     return status
+
+
+def _simulator_of(config: Config) -> SimulatorConfig:
+    sim = config.instrument.simulator
+    if sim is None:
+        raise ConfigError("instrument.simulator", "this command needs a simulator section")
+    return sim
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import zmq
+
+    from .drivers import DriverServer
+    from .instruments import build_sample
+    from .simulators import SimulatedMicroscope
+
+    config = load_config(args.config)
+    sim = _simulator_of(config)
+    backend = SimulatedMicroscope(
+        build_sample(sim), seed=config.seed, noise=sim.noise, realtime=sim.realtime
+    )
+    server = DriverServer(backend, args.bind)
+    try:
+        server.start()
+    except zmq.ZMQError as exc:
+        return _usage_error(f"--bind {args.bind}: {exc}")
+    log.info("serving on %s; Ctrl-C stops", server.endpoint)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.stop()
+    return 0
+
+
+def _sample_show(args: argparse.Namespace) -> int:
+    from .instruments import build_sample
+    from .sample_plots import plot_sample
+    from .scalarizers import PeakIntensity
+
+    config = load_config(args.config)
+    sample = build_sample(_simulator_of(config))
+    window = config.scalarizer.window
+    try:
+        PeakIntensity(window).channels(sample.spectral_axis.values())
+    except ValueError as exc:
+        raise ConfigError("scalarizer.window", str(exc)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in plot_sample(sample, PeakIntensity(window), config.dwell_s, window, args.out):
+        log.info("wrote %s", path)
+    return 0
 
 
 def _run_to_end(campaign: Campaign, *, show_progress: bool) -> int:

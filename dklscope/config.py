@@ -36,13 +36,34 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class ReplayConfig:
+    """A measured data set replayed as a sample (``sample: replay``).
+
+    Relative paths are read from the folder of the config file.
+    """
+
+    path: str  # .npy, .npz, .h5/.hdf5, or a Gatan/FEI/Velox file read through rosettasciio
+    dataset: str | None = None  # the HDF5 dataset, when the file holds several
+    overview: str | None = None  # an overview image file; by default derived from the data
+    derive: str = "mean"  # how to derive it: mean, slice:<i> or band:<low>:<high>
+
+    def __post_init__(self) -> None:
+        _check(
+            re.fullmatch(r"mean|slice:\d+|band:[-+.\deE]+:[-+.\deE]+", self.derive) is not None,
+            "derive",
+            f"must be 'mean', 'slice:<i>' or 'band:<low>:<high>', got {self.derive!r}",
+        )
+
+
+@dataclass(frozen=True)
 class SimulatorConfig:
     """The built-in simulated microscope, served on loopback by `dklscope run` itself."""
 
-    sample: Literal["lattice"] = "lattice"
-    shape: tuple[int, int] = (48, 48)  # overview (rows, cols) in pixels
-    seed: int = 0  # the sample's seed; the instrument's noise uses the campaign seed
-    noise: bool = True  # Poisson noise on the spectra
+    sample: Literal["lattice", "plasmonic", "ferroelectric", "replay"] = "lattice"
+    shape: tuple[int, int] = (48, 48)  # overview (rows, cols) of a synthetic sample, pixels
+    seed: int = 0  # the synthetic sample's seed; the instrument's noise uses the campaign seed
+    replay: ReplayConfig | None = None  # required for sample: replay
+    noise: bool = True  # measurement noise as the sample's noise model says
     realtime: bool = False  # an acquisition takes its dwell in wall time
 
     def __post_init__(self) -> None:
@@ -55,6 +76,11 @@ class SimulatorConfig:
             max(self.shape) <= 1024,
             "shape",
             f"must be at most 1024 pixels a side, got {list(self.shape)}",
+        )
+        _check(
+            (self.sample == "replay") == (self.replay is not None),
+            "replay",
+            "give a 'replay' section exactly when sample is 'replay'",
         )
 
 
@@ -184,7 +210,28 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError("", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("", f"{path}: cannot read: {exc}") from None
-    return parse_config(text)
+    return _resolve_files(parse_config(text), path.parent)
+
+
+def _resolve_files(config: Config, folder: Path) -> Config:
+    """Read relative file paths from ``folder`` (the config file's), and check they exist."""
+    sim = config.instrument.simulator
+    if sim is None or sim.replay is None:
+        return config
+    resolved = {}
+    for key in ("path", "overview"):
+        name = getattr(sim.replay, key)
+        if name is None:
+            continue
+        file = (folder / name).resolve()
+        if not file.is_file():
+            raise ConfigError(f"instrument.simulator.replay.{key}", f"no such file: {file}")
+        resolved[key] = str(file)
+    replay = dataclasses.replace(sim.replay, **resolved)
+    instrument = dataclasses.replace(
+        config.instrument, simulator=dataclasses.replace(sim, replay=replay)
+    )
+    return dataclasses.replace(config, instrument=instrument)
 
 
 def parse_config(text: str) -> Config:

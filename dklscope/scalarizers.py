@@ -23,11 +23,16 @@ class PeakIntensity:
 
     window: tuple[float, float]
 
-    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    def channels(self, axis: np.ndarray) -> np.ndarray:
+        """Boolean mask of the channels of ``axis`` inside the window; a window that holds no
+        channel is a `ValueError`."""
         inside = (axis >= self.window[0]) & (axis <= self.window[1])
         if not inside.any():
             raise ValueError(
-                f"window {list(self.window)} holds no channel of the spectral axis "
-                f"[{axis[0]:.4g}, {axis[-1]:.4g}]"
+                f"{list(self.window)} holds no channel of the spectral axis "
+                f"[{axis.min():.4g}, {axis.max():.4g}]"
             )
-        return np.asarray(spectra)[..., inside].max(axis=-1)
+        return inside
+
+    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        return np.asarray(spectra)[..., self.channels(axis)].max(axis=-1)

@@ -79,5 +79,5 @@ def test_what_the_instrument_cannot_do_exits_2_before_any_journal_is_made(tmp_pa
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "scalarizer.window: [40.0, 50.0] lies outside the spectral axis" in err
+    assert "scalarizer.window: [40.0, 50.0] holds no channel of the spectral axis" in err
     assert not (out / "journal.sqlite").exists()

@@ -93,3 +93,46 @@ def test_dataclasses_check_themselves_when_built_in_python():
 
     with pytest.raises(ConfigError, match="steps: must be >= 0"):
         BudgetConfig(steps=-1)
+
+
+def test_replay_paths_are_read_from_the_config_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cube.npy").write_bytes(b"")
+    config_file = tmp_path / "replay.yaml"
+    config_file.write_text(
+        "instrument: {simulator: {sample: replay, replay: {path: data/cube.npy}}}\n"
+        "scalarizer: {window: [0, 1]}\n"
+    )
+    config = load_config(config_file)
+    assert config.instrument.simulator.replay.path == str(tmp_path / "data" / "cube.npy")
+
+
+def test_a_missing_replay_file_names_its_key(tmp_path):
+    config_file = tmp_path / "replay.yaml"
+    config_file.write_text(
+        "instrument: {simulator: {sample: replay, replay: {path: nope.h5}}}\n"
+        "scalarizer: {window: [0, 1]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+    assert info.value.path == "instrument.simulator.replay.path"
+    assert "no such file" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("simulator", "path", "fragment"),
+    [
+        ("{sample: replay}", "instrument.simulator.replay", "exactly when sample is 'replay'"),
+        (
+            "{sample: replay, replay: {path: x.npy, derive: median}}",
+            "instrument.simulator.replay.derive",
+            "'mean', 'slice:<i>' or 'band:<low>:<high>'",
+        ),
+        ("{sample: glass}", "instrument.simulator.sample", "must be one of"),
+    ],
+)
+def test_bad_simulator_sections_name_their_key(simulator, path, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"instrument: {{simulator: {simulator}}}\nscalarizer: {{window: [0, 1]}}\n")
+    assert info.value.path == path
+    assert fragment in info.value.message

@@ -1,0 +1,75 @@
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dklscope.cli import main
+from dklscope.config import load_config
+from dklscope.drivers import InstrumentTimeout, MicroscopeClient
+from dklscope.instruments import build_sample
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sample_show_draws_the_overview_and_the_ground_truth(tmp_path):
+    assert (
+        main(["sample", "show", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path)])
+        == 0
+    )
+    for name in ("overview.png", "truth.png", "spectra.png", "labels.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG, name
+
+
+def test_sample_show_refuses_a_window_off_the_axis(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("instrument: {simulator: {}}\nscalarizer: {window: [40, 50]}\n")
+    assert main(["sample", "show", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "scalarizer.window" in capsys.readouterr().err
+
+
+def test_serve_answers_over_the_protocol_until_interrupted(tmp_path):
+    config_path = tmp_path / "serve.yaml"
+    config_path.write_text(
+        "instrument: {simulator: {shape: [32, 40], seed: 2, noise: false}}\n"
+        "scalarizer: {window: [1.0, 1.4]}\n"
+    )
+    address = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dklscope", "serve", str(config_path), "--bind", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sample = build_sample(load_config(config_path).instrument.simulator)
+        with MicroscopeClient(address, timeout_s=2.0) as client:
+            for _ in range(60):  # the server process needs a moment to start
+                try:
+                    description = client.describe()
+                    break
+                except InstrumentTimeout:
+                    time.sleep(0.25)
+            else:
+                raise AssertionError(f"no answer from {address}: {server.stderr.read()}")
+            assert description.overview_shape == (32, 40)
+            np.testing.assert_array_equal(client.get_overview(), sample.image)
+            client.move(7, 21)
+            np.testing.assert_array_equal(
+                client.acquire(0.1).spectrum, sample.signal[21, 7] * np.float32(0.1)
+            )
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "Traceback" not in err

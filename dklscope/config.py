@@ -62,6 +62,7 @@ class SimulatorConfig:
     sample: Literal["lattice", "plasmonic", "ferroelectric", "replay"] = "lattice"
     shape: tuple[int, int] = (48, 48)  # overview (rows, cols) of a synthetic sample, pixels
     seed: int = 0  # the synthetic sample's seed; the instrument's noise uses the campaign seed
+    spectra: Literal["low-loss", "core-loss"] = "low-loss"  # lattice: plasmons or a Ti-L2,3 edge
     replay: ReplayConfig | None = None  # required for sample: replay
     noise: bool = True  # measurement noise as the sample's noise model says
     realtime: bool = False  # an acquisition takes its dwell in wall time
@@ -76,6 +77,11 @@ class SimulatorConfig:
             max(self.shape) <= 1024,
             "shape",
             f"must be at most 1024 pixels a side, got {list(self.shape)}",
+        )
+        _check(
+            self.sample == "lattice" or self.spectra == "low-loss",
+            "spectra",
+            f"only the lattice sample offers 'core-loss' spectra, not {self.sample!r}",
         )
         _check(
             (self.sample == "replay") == (self.replay is not None),

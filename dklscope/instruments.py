@@ -5,14 +5,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .config import SimulatorConfig
+from .config import ConfigError, SimulatorConfig
 from .drivers import DriverServer
 from .simulators import Sample, SimulatedMicroscope, lattice_sample
 
 
 def build_sample(config: SimulatorConfig) -> Sample:
     """The simulated sample a `SimulatorConfig` describes."""
-    return lattice_sample(config.shape, seed=config.seed)
+    if config.sample == "lattice":
+        return lattice_sample(config.shape, seed=config.seed, spectra=config.spectra)
+    if config.sample == "plasmonic":
+        from .simulators.plasmonic import plasmonic_sample
+
+        return plasmonic_sample(config.shape, seed=config.seed)
+    if config.sample == "ferroelectric":
+        from .simulators.ferroelectric import ferroelectric_sample
+
+        return ferroelectric_sample(config.shape, seed=config.seed)
+    from .simulators.replay import replay_sample
+
+    replay = config.replay
+    assert replay is not None  # the config checks this
+    try:
+        return replay_sample(
+            replay.path, dataset=replay.dataset, overview=replay.overview, derive=replay.derive
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError("instrument.simulator.replay", str(exc)) from None
 
 
 @contextmanager

@@ -41,7 +41,7 @@ def test_shapes_and_labels(shape):
     assert s.image.shape == shape and s.image.dtype == np.float32
     assert s.signal.shape == (rows, cols, CHANNELS) and s.signal.dtype == np.float32
     assert s.spectral_axis.size == CHANNELS
-    assert set(s.labels) == {"material", "domain", "vacancy_density", "edge_distance_px"}
+    assert set(s.labels) == {"material", "domain", "vacancy_density", "edge_distance_px", "strain"}
     for label in s.labels.values():
         assert label.shape == shape
     assert s.labels["material"].dtype == bool
@@ -162,3 +162,46 @@ def test_sample_with_a_matching_signal():
     expected = s.expected_spectra(0.5)
     assert expected.shape == (3, 4, 5)
     np.testing.assert_array_equal(expected, np.full((3, 4, 5), 0.5, dtype=np.float32))
+
+
+def test_strain_compresses_around_vacancy_clusters_and_expands_domain_b():
+    s = lattice_sample((64, 64), seed=4)
+    # Inward relaxation: compressive (negative) strain at the cluster centres.
+    assert s.labels["strain"][s.labels["vacancy_density"] > 1.0].mean() < -0.02
+    # Without relaxation the strain is the mismatch of each domain: 0 in A, 0.04 in B.
+    mismatch_only = lattice_sample((64, 64), seed=4, relaxation_px=0.0)
+    np.testing.assert_allclose(
+        mismatch_only.labels["strain"], 0.04 * mismatch_only.labels["domain"], atol=1e-7
+    )
+    unstrained = lattice_sample((64, 64), seed=4, relaxation_px=0.0, mismatch=0.0)
+    np.testing.assert_allclose(unstrained.labels["strain"], 0.0, atol=1e-12)
+
+
+def test_core_loss_spectra_shift_down_where_titanium_is_reduced():
+    s = lattice_sample((64, 64), seed=4, spectra="core-loss")
+    energy = s.spectral_axis.values()
+    assert s.spectral_axis.units == "eV" and energy[0] == 445.0
+    density, material = s.labels["vacancy_density"], s.labels["material"]
+    domain = s.labels["domain"]
+    reduced = np.unravel_index(np.argmax(np.where(material, density, -1)), density.shape)
+    clean_mask = material & (density < 1e-3) & (domain == domain[reduced])
+    clean = np.argwhere(clean_mask)[0]
+    background = 3.0e4 * (energy / energy[0]) ** -4.0
+    l3 = (energy > 452) & (energy < 461)
+
+    def centre_of_l3(spectrum):
+        weight = spectrum[l3] - background[l3]
+        return np.sum(energy[l3] * weight) / np.sum(weight)
+
+    # Reduction moves the L3 lines down by 1.5 eV x the reduced fraction (about 0.75 here).
+    assert centre_of_l3(s.signal[reduced]) < centre_of_l3(s.signal[tuple(clean)]) - 0.5
+    # The vacuum has no edge: the pre-edge power law only.
+    vacuum = np.argwhere(~material)[0]
+    np.testing.assert_allclose(s.signal[tuple(vacuum)], background, rtol=1e-5)
+
+
+def test_no_two_atoms_overlap_at_the_domain_boundary():
+    # Atoms are Gaussians of amplitude <= 1; overlapping pairs would reach about 1.7.
+    for seed in range(5):
+        s = lattice_sample((64, 64), seed=seed, image_noise=0.0)
+        assert s.image.max() < 1.3

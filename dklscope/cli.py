@@ -193,14 +193,11 @@ def _serve(args: argparse.Namespace) -> int:
     import zmq
 
     from .drivers import DriverServer
-    from .instruments import build_sample
-    from .simulators import SimulatedMicroscope
+    from .instruments import build_sample, simulated_microscope
 
     config = load_config(args.config)
     sim = _simulator_of(config)
-    backend = SimulatedMicroscope(
-        build_sample(sim), seed=config.seed, noise=sim.noise, realtime=sim.realtime
-    )
+    backend = simulated_microscope(build_sample(sim), sim, noise_seed=config.seed)
     server = DriverServer(backend, args.bind)
     try:
         server.start()

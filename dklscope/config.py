@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .simulators.microscope import Behaviour
+
 T = TypeVar("T")
 
 
@@ -66,6 +68,9 @@ class SimulatorConfig:
     replay: ReplayConfig | None = None  # required for sample: replay
     noise: bool = True  # measurement noise as the sample's noise model says
     realtime: bool = False  # an acquisition takes its dwell in wall time
+    # How the instrument misbehaves: drift, positioning error, overhead, damage, faults. All
+    # off by default; the fields are documented in dklscope.simulators.microscope.Behaviour.
+    behaviour: Behaviour = field(default_factory=Behaviour)
 
     def __post_init__(self) -> None:
         _check(
@@ -275,6 +280,11 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         return cls(**values)
     except ConfigError as exc:
         raise ConfigError(_join(path, exc.path), exc.message) from None
+    except ValueError as exc:  # a dataclass from elsewhere checking itself
+        name, _, rest = str(exc).partition(" ")
+        if name in fields:
+            raise ConfigError(_join(path, name), rest) from None
+        raise ConfigError(path, str(exc)) from None
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:

@@ -34,6 +34,19 @@ def build_sample(config: SimulatorConfig) -> Sample:
         raise ConfigError("instrument.simulator.replay", str(exc)) from None
 
 
+def simulated_microscope(
+    sample: Sample, config: SimulatorConfig, *, noise_seed: int = 0
+) -> SimulatedMicroscope:
+    """The simulated microscope a `SimulatorConfig` describes, measuring ``sample``."""
+    return SimulatedMicroscope(
+        sample,
+        seed=noise_seed,
+        noise=config.noise,
+        realtime=config.realtime,
+        behaviour=config.behaviour,
+    )
+
+
 @contextmanager
 def serve_simulator(
     sample: Sample, config: SimulatorConfig, *, noise_seed: int = 0
@@ -42,9 +55,7 @@ def serve_simulator(
 
     The campaign then talks to it over ZeroMQ exactly as to a real instrument.
     """
-    backend = SimulatedMicroscope(
-        sample, seed=noise_seed, noise=config.noise, realtime=config.realtime
-    )
+    backend = simulated_microscope(sample, config, noise_seed=noise_seed)
     with DriverServer(backend, "tcp://127.0.0.1:0") as server:
         assert server.endpoint is not None
         yield server.endpoint

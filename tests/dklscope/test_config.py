@@ -136,3 +136,19 @@ def test_bad_simulator_sections_name_their_key(simulator, path, fragment):
         parse_config(f"instrument: {{simulator: {simulator}}}\nscalarizer: {{window: [0, 1]}}\n")
     assert info.value.path == path
     assert fragment in info.value.message
+
+
+def test_instrument_behaviour_is_configured_and_checked():
+    config = parse_config(
+        "instrument: {simulator: {behaviour: {drift_px_per_s: [0.5, -0.25], fault_rate: 0.1,"
+        " faults: [nan, hang], hang_s: 2}}}\nscalarizer: {window: [1, 2]}\n"
+    )
+    behaviour = config.instrument.simulator.behaviour
+    assert behaviour.drift_px_per_s == (0.5, -0.25)
+    assert behaviour.faults == ("nan", "hang")
+    assert config.to_dict()["instrument"]["simulator"]["behaviour"]["faults"] == ["nan", "hang"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            "instrument: {simulator: {behaviour: {fault_rate: 2}}}\nscalarizer: {window: [1, 2]}\n"
+        )
+    assert info.value.path == "instrument.simulator.behaviour.fault_rate"

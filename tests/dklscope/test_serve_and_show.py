@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dklscope.cli import main
 from dklscope.config import load_config
@@ -22,12 +23,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_sample_show_draws_the_overview_and_the_ground_truth(tmp_path):
-    assert (
-        main(["sample", "show", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path)])
-        == 0
-    )
-    for name in ("overview.png", "truth.png", "spectra.png", "labels.png"):
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_a_config_ships_for_every_sample():
+    kinds = {load_config(path).instrument.simulator.sample for path in SHIPPED}
+    assert kinds == {"lattice", "plasmonic", "ferroelectric", "replay"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_sample_show_draws_every_shipped_config(tmp_path, path):
+    """Each shipped config's sample builds, its scalarizer window lies on the sample's axis,
+    and the overview and ground-truth pictures are drawn (the replay reads ../shared/data)."""
+    assert main(["sample", "show", str(path), "--out", str(tmp_path)]) == 0
+    names = ["overview.png", "truth.png", "spectra.png"]
+    if build_sample(load_config(path).instrument.simulator).labels:
+        names.append("labels.png")
+    for name in names:
         assert (tmp_path / name).read_bytes()[:8] == PNG, name
 
 

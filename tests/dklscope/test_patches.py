@@ -38,3 +38,60 @@ def test_bad_arguments_are_refused():
         grid_patches(np.zeros((8, 8, 2)), 3)
     with pytest.raises(ValueError, match="edge"):
         grid_patches(np.zeros((8, 8)), 3, edge="wrap")
+
+
+# --- extract_patches / grid_patch_set ------------------------------------------------------
+
+from dklscope.patches import extract_patches, grid_patch_set  # noqa: E402
+
+
+@pytest.mark.parametrize("edge", ["drop", "pad", "reflect"])
+def test_edge_policy_keeps_the_index_map(edge):
+    image = np.arange(10 * 12, dtype=float).reshape(10, 12)
+    rows, cols = np.array([0, 5, 9, 5]), np.array([0, 6, 11, 1])
+    p = extract_patches(image, rows, cols, 5, edge=edge, pad_value=-1.0)
+    if edge == "drop":
+        np.testing.assert_array_equal(p.index, [1])  # only the middle centre fits wholly
+    else:
+        np.testing.assert_array_equal(p.index, [0, 1, 2, 3])
+    for i, k in enumerate(p.index):
+        assert p.data[i, 0, 2, 2] == image[rows[k], cols[k]]  # every patch on its own centre
+    values = p.scatter(p.data[:, 0, 2, 2])
+    assert values.shape == (4,)
+    np.testing.assert_array_equal(np.isnan(values), edge == "drop" and np.array([1, 0, 1, 1]))
+    if edge == "pad":
+        assert p.data[0, 0, 0, 0] == -1.0
+    if edge == "reflect":
+        assert p.data[0, 0, 0, 0] == image[2, 2]
+
+
+def test_stacks_channels_units_and_recorded_normalisation():
+    rng = np.random.default_rng(0)
+    stack = rng.normal(3.0, 2.0, size=(2, 16, 16, 3))  # frames, rows, cols, channels
+    p = grid_patch_set(
+        stack,
+        4,
+        stride=4,
+        channel_axis=-1,
+        normalise="global",
+        pixel_size=0.1,
+        units="nm",
+        edge="reflect",
+    )
+    assert p.patch_shape == (3, 4, 4) and p.grid_shape == (4, 4) and len(p) == 32
+    np.testing.assert_array_equal(p.frames, np.repeat([0, 1], 16))
+    np.testing.assert_allclose(p.positions[5], [0.4, 0.4])  # (row 4, col 4) at 0.1 nm/px
+    # Recorded normalisation inverts exactly to the raw values of the right frame and channel.
+    raw = p.normalisation.invert(p.data)
+    np.testing.assert_allclose(raw[17, 2, 2, 2], stack[1, 0, 4, 2], rtol=1e-5)
+    np.testing.assert_allclose(p.normalisation.offset.ravel(), stack.mean(axis=(0, 1, 2)))
+    pp = grid_patch_set(stack[0, ..., 0], 4, stride=4, normalise="per-patch")
+    np.testing.assert_allclose(pp.data.mean(axis=(2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(pp.data.std(axis=(2, 3)), 1, atol=1e-4)
+
+
+def test_extract_refuses_centres_outside_and_bad_edges():
+    with pytest.raises(ValueError, match="outside"):
+        extract_patches(np.zeros((8, 8)), [9], [1], 3)
+    with pytest.raises(ValueError, match="edge"):
+        extract_patches(np.zeros((8, 8)), [4], [4], 3, edge="wrap")

@@ -7,23 +7,30 @@ commit it to the journal, all before the next step begins.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import math
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, ModelConfig
 from .dkl import DKLLearner, DKLModel, posterior_mean_std
 from .drivers import InstrumentDescription, MicroscopeClient
 from .journal import Journal, Measurement
 from .patches import grid_patches
-from .policies import POLICIES, Decision, Policy
-from .scalarizers import PeakIntensity
+from .policies import Decision, Policy, PolicyState, build_policy, decide
+from .scalarizers import build_scalarizer, check_scalarizer
+
+if TYPE_CHECKING:
+    from .embeddings import ModelEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +43,19 @@ class Campaign:
     """
 
     def __init__(
-        self, config: Config, client: MicroscopeClient, journal: Journal, *, config_text: str = ""
+        self,
+        config: Config,
+        client: MicroscopeClient,
+        journal: Journal,
+        *,
+        config_text: str = "",
+        embedding_path: str | Path | None = None,
     ) -> None:
         self.config, self.client, self.journal = config, client, journal
         self.description = client.describe()
         check_config_against(config, self.description)
         self.axis = self.description.spectral_axis.values()
-        self.scalarizer = PeakIntensity(config.scalarizer.window)
+        self.scalarizer = build_scalarizer(config.scalarizer)
         self.overview = np.asarray(client.get_overview(), dtype=np.float64)
         self.patches = grid_patches(
             self.overview,
@@ -52,19 +65,25 @@ class Campaign:
         )
         # Standardised with the whole overview's statistics, so brightness stays informative.
         scaled = (self.patches.data - self.overview.mean()) / (self.overview.std() or 1.0)
-        self.candidates = torch.as_tensor(
-            scaled.reshape(len(self.patches), -1), dtype=torch.float64
-        )
+        self.embedding: ModelEmbedding | None = None
+        if config.embedding.kind != "none":
+            self.embedding = _embedding(config, scaled, journal, embedding_path)
+        self.candidates, network = _model_inputs(config.model, scaled, self.embedding)
 
-        self.policy: Policy = POLICIES[config.policy.kind]()
+        self.policy: Policy = build_policy(config.policy)
+        self._pending: list[Decision] = []  # chosen with the last decision, not yet measured
         m = config.model
         self.learner = DKLLearner(
             self.candidates.shape[1],
+            network=network,
+            freeze_network=m.input == "frozen_encoder",
             hidden=m.hidden,
             feature_dim=m.feature_dim,
             kernel=m.kernel,
             first_fit_iterations=m.first_fit_iterations,
             refit_iterations=m.refit_iterations,
+            full_refit_every=m.full_refit_every,
+            train_subset=m.train_subset,
             learning_rate=m.learning_rate,
             seed=config.seed,
         )
@@ -158,15 +177,31 @@ class Campaign:
         return Decision(int(self.rng.choice(np.flatnonzero(~self.measured))))
 
     def _decide(self) -> Decision:
-        best = self.best()
+        """The next point of the policy's last batch, or else a new decision."""
+        while self._pending:
+            decision = self._pending.pop(0)
+            if not self.measured[decision.index]:
+                return decision
         if self.policy.needs_model:
             self.model = self.learner.fit(*self.training_data())
-        return self.policy.choose(
-            self.model,
-            self.candidates,
-            self.measured,
-            best.scalar if best else -math.inf,
-            self.rng,
+        decision, *self._pending = decide(self.policy, self.policy_state())
+        return decision
+
+    def policy_state(self) -> PolicyState:
+        """What the policy sees now (the model is the last one fitted, if it needs one)."""
+        good = [m for m in self.history if math.isfinite(m.scalar)]
+        best = self.best()
+        return PolicyState(
+            model=self.model if self.policy.needs_model else None,
+            candidates=self.candidates,
+            positions=np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float),
+            measured=self.measured.copy(),
+            scalars=np.array([m.scalar for m in good], dtype=np.float64),
+            measured_indices=np.array([m.candidate for m in good], dtype=np.intp),
+            best_f=best.scalar if best else -math.inf,
+            step=sum(m.kind == "policy" for m in self.history),
+            rng=self.rng,
+            q=self.config.policy.q,
         )
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
@@ -175,14 +210,62 @@ class Campaign:
         return posterior_mean_std(self.model, self.candidates)
 
 
+def _embedding(
+    config: Config, patches: np.ndarray, journal: Journal, path: str | Path | None
+) -> ModelEmbedding:
+    """The embedding ``config.embedding`` asks for: read from its file, or trained on the
+    standardised candidate ``patches`` (N, size, size) and, with ``path``, saved there."""
+    from .embeddings import EmbeddingConfig, ModelEmbedding, TrainerConfig, build_embedding
+
+    section = config.embedding
+    if section.load is not None:
+        embedding = ModelEmbedding.load(section.load)
+        log.info("embedding read from %s", section.load)
+    else:
+        embedding = build_embedding(
+            EmbeddingConfig(
+                kind=section.kind,
+                latent_dim=section.latent_dim,
+                seed=config.seed,
+                trainer=TrainerConfig(epochs=section.epochs, seed=config.seed, progress=False),
+            )
+        )
+        started = time.perf_counter()
+        history = embedding.fit(patches[:, None].astype(np.float32))
+        log.info(
+            "%s trained on %d patches in %.1f s",
+            section.kind,
+            len(patches),
+            time.perf_counter() - started,
+        )
+        journal.set_metadata("embedding_training", dataclasses.asdict(history))
+        if path is not None:
+            embedding.save(path)
+    return embedding
+
+
+def _model_inputs(
+    model: ModelConfig, patches: np.ndarray, embedding: ModelEmbedding | None
+) -> tuple[torch.Tensor, nn.Module | None]:
+    """The DKL's candidate inputs and its network (None: a fresh MLP) for ``model.input``, from
+    the standardised candidate ``patches`` (N, size, size)."""
+    flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
+    if model.input == "patches":
+        return flat, None
+    assert embedding is not None  # the config checks this
+    if model.input == "latents":
+        z = embedding.encode(patches[:, None].astype(np.float32)).z_loc
+        z = torch.as_tensor(z, dtype=torch.float64)
+        return (z - z.mean(0)) / z.std(0).clamp_min(1e-12), nn.Identity()
+    return flat, embedding.feature_extractor()
+
+
 def check_config_against(config: Config, description: InstrumentDescription) -> None:
     """Refuse, with a `ConfigError` naming the key, what this instrument cannot do."""
     if (why := description.check_dwell(config.dwell_s)) is not None:
         raise ConfigError("dwell_s", f"{why} of {description.name}")
-    try:
-        PeakIntensity(config.scalarizer.window).channels(description.spectral_axis.values())
-    except ValueError as exc:
-        raise ConfigError("scalarizer.window", f"{exc} {description.spectral_axis.units}") from None
+    axis = description.spectral_axis
+    check_scalarizer(config.scalarizer, axis.values(), axis.units)
     if config.patches.size > min(description.overview_shape):
         raise ConfigError(
             "patches.size",

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "config", type=Path, help="YAML file with an 'instrument: simulator:' section"
     )
     show.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+
+    from .benchmarks import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -109,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "sample":
             return _sample_show(args)
+        if args.command == "bench":
+            from .benchmarks import main as bench
+
+            return bench(args)
     except ConfigError as exc:
         where = getattr(args, "config", None)
         return _usage_error(f"{where}: {exc}" if where else str(exc))
@@ -171,7 +179,11 @@ def _run(args: argparse.Namespace) -> int:
             check_config_against(config, client.describe())
             with Journal(out / JOURNAL_NAME) as journal:
                 campaign = Campaign(
-                    config, client, journal, config_text=args.config.read_text(encoding="utf-8")
+                    config,
+                    client,
+                    journal,
+                    config_text=args.config.read_text(encoding="utf-8"),
+                    embedding_path=out / "embedding.pt",
                 )
                 status = _run_to_end(campaign, show_progress=not args.no_progress)
                 if campaign.history:
@@ -217,17 +229,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _sample_show(args: argparse.Namespace) -> int:
     from .instruments import build_sample
     from .sample_plots import plot_sample
-    from .scalarizers import PeakIntensity
+    from .scalarizers import build_scalarizer, check_scalarizer
 
     config = load_config(args.config)
     sample = build_sample(_simulator_of(config))
-    window = config.scalarizer.window
-    try:
-        PeakIntensity(window).channels(sample.spectral_axis.values())
-    except ValueError as exc:
-        raise ConfigError("scalarizer.window", str(exc)) from None
+    check_scalarizer(config.scalarizer, sample.spectral_axis.values(), sample.spectral_axis.units)
+    scalarizer = build_scalarizer(config.scalarizer)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in plot_sample(sample, PeakIntensity(window), config.dwell_s, window, args.out):
+    label = config.scalarizer.kind
+    for path in plot_sample(sample, scalarizer, config.dwell_s, args.out, label=label):
         log.info("wrote %s", path)
     return 0
 

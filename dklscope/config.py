@@ -145,11 +145,17 @@ class PatchConfig:
 class ModelConfig:
     """Deep kernel learning: an MLP feature extractor under an exact GP."""
 
+    # What the GP's network sees: the raw patches through a fresh MLP (``patches``); the
+    # embedding's fixed latents, the GP on them directly (``latents``); or the patches through
+    # the embedding's trained encoder, trained further (``encoder``) or not (``frozen_encoder``).
+    input: Literal["patches", "latents", "encoder", "frozen_encoder"] = "patches"
     hidden: tuple[int, ...] = (64, 32)  # widths of the hidden layers
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
     first_fit_iterations: int = 200  # Adam steps of the first fit
-    refit_iterations: int = 50  # Adam steps of each later fit, warm-started
+    refit_iterations: int = 50  # Adam steps of each later fit, warm-started (0: condition only)
+    full_refit_every: int = 0  # every this many fits start afresh (0: never)
+    train_subset: int | None = 512  # points per training step at most (null: all of them)
     learning_rate: float = 0.01
 
     def __post_init__(self) -> None:
@@ -169,26 +175,296 @@ class ModelConfig:
             "refit_iterations",
             f"must be >= 0, got {self.refit_iterations}",
         )
+        _check(
+            self.full_refit_every >= 0,
+            "full_refit_every",
+            f"must be >= 0, got {self.full_refit_every}",
+        )
+        _check(
+            self.train_subset is None or self.train_subset >= 2,
+            "train_subset",
+            f"must be >= 2 or null, got {self.train_subset}",
+        )
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+
+
+# The built-in scalarizer kinds (dklscope.scalarizers) and the keys each reads besides the
+# robust ones that every kind takes (clip_values, clip_percentiles, median_filter). "bias" means
+# exactly one of bias or bias_waveform. A kind may also be "package.module:function".
+SCALARIZER_KINDS: dict[str, tuple[str, ...]] = {
+    "peak_intensity": ("window",),  # the same as maximum; the name of the first release
+    "maximum": ("window",),
+    "sum": ("window",),
+    "mean": ("window",),
+    "argmax": ("window",),
+    "centre_of_mass": ("window",),
+    "integral": ("window",),
+    "band_ratio": ("window", "reference_window"),
+    "peak_prominence": ("window", "min_prominence", "no_peak"),
+    "peak_position": ("window", "min_prominence", "no_peak"),
+    "peak_width": ("window", "min_prominence", "no_peak", "rel_height"),
+    "loop_area": ("bias",),
+    "coercive_bias": ("bias", "branch"),
+    "nucleation_bias": ("bias", "branch", "onset"),
+    "remanence": ("bias", "branch"),
+}
+_REQUIRED = ("window", "reference_window", "branch")  # when the kind reads them
+_CALLABLE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+@dataclass(frozen=True)
+class BiasWaveformConfig:
+    """The bias of each step of the simulated BEPS triangle 0 -> +v_max -> -v_max -> 0 V in
+    ``n`` steps (`dklscope.simulators.ferroelectric.bias_waveform`). A measured file may use
+    another waveform: then list its biases under ``bias``."""
+
+    n: int = 64  # steps: channels of the spectral axis
+    v_max: float = 8.5  # V
+
+    def __post_init__(self) -> None:
+        _check(self.n >= 5, "n", f"must be >= 5, got {self.n}")
+        _check(self.v_max > 0, "v_max", f"must be > 0, got {self.v_max}")
 
 
 @dataclass(frozen=True)
 class ScalarizerConfig:
-    """Spectrum -> scalar. ``peak_intensity``: the maximum inside ``window`` (axis units)."""
+    """Spectrum -> the scalar a campaign optimises (`dklscope.scalarizers`). Windows are
+    ``[low, high]`` in the units of the spectral axis and hold the channels with
+    ``low <= value <= high``.
 
-    window: tuple[float, float]
-    kind: Literal["peak_intensity"] = "peak_intensity"
+    ``kind``, and the keys it reads:
+
+    - ``peak_intensity`` or ``maximum``, ``sum``, ``mean``: of the spectrum in ``window``.
+    - ``argmax``: the axis value of the maximum in ``window``.
+    - ``centre_of_mass``: the intensity-weighted mean axis value in ``window``.
+    - ``integral``: the trapezoid integral over ``window`` in spectrum x axis units; the
+      integral of dI/dV above zero bias is ``integral`` with ``window: [0, <highest bias>]``.
+    - ``band_ratio``: the sum in ``window`` over the sum in ``reference_window``.
+    - ``peak_prominence``, ``peak_position``, ``peak_width``: of the most prominent peak whose
+      top lies in ``window`` (scipy.signal, on the whole spectrum); ``min_prominence``
+      (spectrum units, default 0) ignores smaller peaks, ``rel_height`` (default 0.5: the
+      full width at half prominence) sets where the width is taken, ``no_peak`` (``nan``, the
+      default, or ``zero``) is the value when there is no peak.
+    - ``loop_area``, ``coercive_bias``, ``nucleation_bias``, ``remanence``: hysteresis loops,
+      given the bias in V of each channel as ``bias`` (a list) or ``bias_waveform``; ``branch``
+      picks the ``rising`` or ``falling`` branch, or their ``difference`` (the loop's opening,
+      positive for a loop run counter-clockwise); ``onset`` is the fraction of the switch that
+      marks nucleation (default 0.2). The loops of the BEPS file in shared/data need ``bias``:
+      its waveform is not the simulator's.
+    - ``"package.module:function"``: your own ``function(spectra, axis)``, vectorised over
+      leading dimensions.
+
+    Every kind takes the robust options, applied to each spectrum in this order before the
+    scalar: ``clip_values: [lo, hi]`` (spectrum units) or ``clip_percentiles: [lo, hi]`` (of
+    the spectrum's own channels), then ``median_filter: k`` (k channels, odd). A spectrum
+    holding a NaN or infinity gives NaN, which the journal keeps and the model skips. A key
+    the kind does not read is refused.
+    """
+
+    window: tuple[float, float] | None = None  # [low, high], axis units
+    kind: str = "peak_intensity"  # one of SCALARIZER_KINDS, or "package.module:function"
+    reference_window: tuple[float, float] | None = None  # band_ratio: the denominator's band
+    min_prominence: float | None = None  # peak_*: spectrum units; default 0
+    rel_height: float | None = None  # peak_width: in (0, 1]; default 0.5 (half prominence)
+    no_peak: Literal["nan", "zero"] | None = None  # peak_*: the value without a peak; nan
+    bias: tuple[float, ...] | None = None  # loops: the bias of each channel, V
+    bias_waveform: BiasWaveformConfig | None = None  # loops: or the simulated BEPS triangle
+    branch: Literal["rising", "falling", "difference"] | None = None  # coercive, nucleation, ...
+    onset: float | None = None  # nucleation_bias: in (0, 1); default 0.2
+    clip_values: tuple[float, float] | None = None  # robust: clip to [lo, hi], spectrum units
+    clip_percentiles: tuple[float, float] | None = None  # robust: to these percentiles, 0-100
+    median_filter: int | None = None  # robust: median of k neighbouring channels, k odd
 
     def __post_init__(self) -> None:
-        lo, hi = self.window
-        _check(lo < hi, "window", f"must be [low, high] with low < high, got {list(self.window)}")
+        kind = self.kind
+        _check(
+            kind in SCALARIZER_KINDS or _CALLABLE.fullmatch(kind) is not None,
+            "kind",
+            f"must be one of {', '.join(SCALARIZER_KINDS)} or 'package.module:function'; "
+            f"got {kind!r}",
+        )
+        reads = SCALARIZER_KINDS.get(kind, ())
+        for key in (*_REQUIRED, "min_prominence", "rel_height", "no_peak", "onset"):
+            if key not in reads:
+                _check(getattr(self, key) is None, key, f"is not read by kind {kind!r}")
+            elif key in _REQUIRED:
+                _check(getattr(self, key) is not None, key, f"is required by kind {kind!r}")
+        if "bias" in reads:
+            _check(
+                (self.bias is None) != (self.bias_waveform is None),
+                "bias",
+                f"give exactly one of 'bias' or 'bias_waveform' for kind {kind!r}",
+            )
+        else:
+            for key in ("bias", "bias_waveform"):
+                _check(getattr(self, key) is None, key, f"is not read by kind {kind!r}")
+        for key in ("window", "reference_window", "clip_values"):
+            pair = getattr(self, key)
+            if pair is not None:
+                _check(
+                    pair[0] < pair[1],
+                    key,
+                    f"must be [low, high] with low < high, got {list(pair)}",
+                )
+        if self.clip_percentiles is not None:
+            lo, hi = self.clip_percentiles
+            _check(
+                0 <= lo < hi <= 100,
+                "clip_percentiles",
+                f"must be [low, high] with 0 <= low < high <= 100, got {[lo, hi]}",
+            )
+        _check(
+            self.clip_values is None or self.clip_percentiles is None,
+            "clip_values",
+            "give at most one of 'clip_values' or 'clip_percentiles'",
+        )
+        k = self.median_filter
+        _check(
+            k is None or (k >= 1 and k % 2 == 1),
+            "median_filter",
+            f"must be an odd number of channels >= 1, got {k}",
+        )
+        if self.min_prominence is not None:
+            _check(
+                self.min_prominence >= 0,
+                "min_prominence",
+                f"must be >= 0, got {self.min_prominence}",
+            )
+        if self.rel_height is not None:
+            _check(
+                0 < self.rel_height <= 1,
+                "rel_height",
+                f"must be in (0, 1], got {self.rel_height}",
+            )
+        if self.onset is not None:
+            _check(0 < self.onset < 1, "onset", f"must be in (0, 1), got {self.onset}")
+        if self.bias is not None:
+            steps = [b - a for a, b in zip(self.bias[:-1], self.bias[1:], strict=True)]
+            _check(
+                len(steps) >= 4 and max(steps) > 0 and min(steps) < 0,
+                "bias",
+                f"must be at least 5 biases that rise and fall, got {list(self.bias)}",
+            )
+
+
+# The built-in policy kinds (dklscope.policies.POLICIES) and the keys each reads besides ``q``.
+# A kind may also be "package.module:ClassName", which reads ``params``.
+POLICY_KINDS: dict[str, tuple[str, ...]] = {
+    "ei": (),
+    "pi": (),
+    "ucb": ("beta", "schedule", "decay", "betas"),
+    "max_variance": (),
+    "thompson": ("features",),
+    "qlogei": ("mc_samples", "shortlist"),
+    "qucb": ("beta", "schedule", "decay", "betas", "mc_samples", "shortlist"),
+    "random": (),
+    "raster": (),
+    "coordinate_gp": (),
+}
+_ONE_POINT_POLICIES = ("ei", "pi", "ucb", "max_variance", "coordinate_gp")
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """``ei``: expected improvement over the best measured value; ``random``: a baseline."""
+    """How the next points are chosen (`dklscope.policies`). ``kind``, and the keys it reads:
 
-    kind: Literal["ei", "random"] = "ei"
+    - ``ei``: expected improvement over the incumbent, the best finite scalar measured.
+    - ``pi``: probability of improvement over the same incumbent.
+    - ``ucb``: upper confidence bound ``mean + sqrt(beta_t) * std`` (BoTorch's convention: β
+      multiplies the variance). ``beta`` (default 4: two standard deviations) and
+      ``schedule``: ``constant`` (the default), ``annealed`` (``beta_t = beta * decay**t``
+      at policy step t, ``decay`` in (0, 1], default 0.95) or ``list`` (``betas``: β of
+      steps 0, 1, 2, ...; the last one holds after the list ends).
+    - ``max_variance``: the largest predictive standard deviation (pure exploration).
+    - ``thompson``: the maximum of one posterior sample path per point chosen; ``features``
+      random Fourier features approximate the prior (default 1024).
+    - ``qlogei``, ``qucb``: batches of ``q`` points at once, greedily, by Monte Carlo
+      acquisition with ``mc_samples`` quasi-random samples (default 256) over the
+      ``shortlist`` best candidates by the analytic value (default 128); ``qucb`` reads
+      ``beta`` and its schedule as ``ucb`` does.
+    - ``random``, ``raster``: baselines without a model; ``raster`` scans the grid row by row,
+      alternating direction (serpentine).
+    - ``coordinate_gp``: a baseline: EI of a plain GP on the (x, y) probe positions.
+    - ``"package.module:ClassName"``: your own policy, built as ``ClassName(**params)``.
+
+    ``q`` (default 1) is how many points one decision chooses; they are measured in order
+    before the next decision. Only ``thompson``, ``qlogei``, ``qucb``, ``random``, ``raster``
+    and your own policies choose more than one. A key the kind does not read is refused.
+    """
+
+    kind: str = "ei"  # one of POLICY_KINDS, or "package.module:ClassName"
+    q: int = 1  # points chosen per decision
+    beta: float | None = None  # ucb, qucb: > 0; default 4.0; the start of an annealed schedule
+    schedule: Literal["constant", "annealed", "list"] | None = None  # ucb, qucb: of beta
+    decay: float | None = None  # annealed: beta_t = beta * decay**t, in (0, 1]; default 0.95
+    betas: tuple[float, ...] | None = None  # list: beta of each policy step, each > 0
+    features: int | None = None  # thompson: random Fourier features, >= 1; default 1024
+    mc_samples: int | None = None  # qlogei, qucb: quasi-Monte Carlo samples, >= 1; default 256
+    shortlist: int | None = None  # qlogei, qucb: candidates scored by MC, >= 1; default 128
+    params: dict[str, Any] | None = None  # "package.module:ClassName": its keyword arguments
+
+    def __post_init__(self) -> None:
+        kind = self.kind
+        custom = kind not in POLICY_KINDS
+        _check(
+            not custom or _CALLABLE.fullmatch(kind) is not None,
+            "kind",
+            f"must be one of {', '.join(POLICY_KINDS)} or 'package.module:ClassName'; got {kind!r}",
+        )
+        _check(self.q >= 1, "q", f"must be >= 1, got {self.q}")
+        _check(
+            self.q == 1 or kind not in _ONE_POINT_POLICIES,
+            "q",
+            f"kind {kind!r} chooses one point at a time; use qlogei, qucb or thompson for "
+            f"q = {self.q}",
+        )
+        reads = POLICY_KINDS.get(kind, ("params",))
+        for key in (*POLICY_KINDS["qucb"], "features", "params"):
+            if key not in reads:
+                _check(getattr(self, key) is None, key, f"is not read by kind {kind!r}")
+        schedule = self.schedule or "constant"
+        _check(
+            self.decay is None or schedule == "annealed",
+            "decay",
+            "is read only with schedule: annealed",
+        )
+        _check(
+            (self.betas is not None) == (schedule == "list") or "betas" not in reads,
+            "betas",
+            "give betas exactly when schedule is 'list'",
+        )
+        _check(
+            self.beta is None or schedule != "list",
+            "beta",
+            "give 'betas', not 'beta', with schedule: list",
+        )
+        _check(self.beta is None or self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+        if self.decay is not None:
+            _check(0 < self.decay <= 1, "decay", f"must be in (0, 1], got {self.decay}")
+        if self.betas is not None:
+            _check(
+                len(self.betas) >= 1 and min(self.betas) > 0,
+                "betas",
+                f"must be a list of values > 0, got {list(self.betas)}",
+            )
+        for key in ("features", "mc_samples", "shortlist"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, key, f"must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class EmbeddingSection:
+    """A structural embedding of the overview's patches (`dklscope.embeddings`), made before
+    the first measurement: trained on every candidate patch, or read from ``load``."""
+
+    kind: Literal["none", "vae", "rvae", "jvae", "jrvae"] = "none"
+    latent_dim: int = 2  # content latents
+    epochs: int = 30  # at most; training stops early when the held-out ELBO stalls
+    load: str | None = None  # an embedding.pt from an earlier campaign instead of training
+
+    def __post_init__(self) -> None:
+        _check(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -203,9 +479,15 @@ class Config:
     patches: PatchConfig = field(default_factory=PatchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    embedding: EmbeddingSection = field(default_factory=EmbeddingSection)
 
     def __post_init__(self) -> None:
         _check(self.dwell_s > 0, "dwell_s", f"must be > 0, got {self.dwell_s}")
+        _check(
+            self.model.input == "patches" or self.embedding.kind != "none",
+            "model.input",
+            f"{self.model.input!r} needs an embedding: set embedding.kind",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists for tuples), as it would be written in YAML."""
@@ -226,6 +508,13 @@ def load_config(path: str | Path) -> Config:
 
 def _resolve_files(config: Config, folder: Path) -> Config:
     """Read relative file paths from ``folder`` (the config file's), and check they exist."""
+    if config.embedding.load is not None:
+        file = (folder / config.embedding.load).resolve()
+        if not file.is_file():
+            raise ConfigError("embedding.load", f"no such file: {file}")
+        config = dataclasses.replace(
+            config, embedding=dataclasses.replace(config.embedding, load=str(file))
+        )
     sim = config.instrument.simulator
     if sim is None or sim.replay is None:
         return config
@@ -312,6 +601,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return tuple(
             _convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
+    if origin is dict:  # dict[str, Any]: plain data, checked by whoever reads it
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(path, f"must be a mapping of names to values, got {_show(value)}")
+        return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, f"must be true or false, got {_show(value)}")

@@ -3,6 +3,12 @@
 `DKLModel` is the model (a BoTorch `Model`, so any BoTorch acquisition function applies);
 `DKLLearner` trains it as data arrive, warm-starting each fit from the previous weights;
 `posterior_mean_std` predicts over many candidates in bounded memory.
+
+Training uses a Cholesky factorisation of the training covariance for up to `MAX_CHOLESKY`
+points (gpytorch switches to iterative solvers above 800 by default), on random subsets of at
+most ``train_subset`` points per iteration. Marginal predictions over many candidates
+(`DKLModel.marginals`) reuse one factorisation per trained model and never form a covariance
+between candidates.
 """
 
 from __future__ import annotations
@@ -10,22 +16,29 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import gpytorch
 import numpy as np
 import torch
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
+from botorch.posteriors import GPyTorchPosterior
 from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.means import ConstantMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from linear_operator.operators import DiagLinearOperator
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor, nn
 
 Kernel = Literal["rbf", "matern52"]
+
+MAX_CHOLESKY = 4096  # training sets up to this size are factorised exactly
+EXACT_VARIANCE_MAX = 1024  # predictive variances are exact up to this many training points
+VARIANCE_RANK = 256  # and conditioned on this many leading directions above
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -67,11 +80,97 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         self.mean_module = ConstantMean()
         self.covar_module = ScaleKernel(base)
         self.outcome_transform = outcome_transform
+        self._marginal_cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.to(train_X)
 
     def forward(self, x: Tensor) -> MultivariateNormal:
         z = self.feature_extractor(x)
         return MultivariateNormal(self.mean_module(z), self.covar_module(z))
+
+    def posterior(
+        self,
+        X: Tensor,
+        observation_noise: bool | Tensor = False,
+        posterior_transform: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """BoTorch's posterior of the latent function at ``X`` (``batch x q x d``).
+
+        For ``q = 1`` (the analytic acquisition functions, and `posterior_mean_std`) the
+        ``batch`` points are independent marginals, computed by `marginals` without any
+        covariance between candidates. Other shapes take BoTorch's general path.
+        """
+        if X.shape[-2] != 1 or observation_noise is not False:
+            with gpytorch.settings.max_cholesky_size(MAX_CHOLESKY):
+                return super().posterior(X, observation_noise, posterior_transform, **kwargs)
+        mean, variance = self.marginals(X.reshape(-1, X.shape[-1]))
+        batch = X.shape[:-1]
+        independent = MultivariateNormal(
+            mean.reshape(batch), DiagLinearOperator(variance.reshape(batch))
+        )
+        posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(independent))
+        if posterior_transform is not None:
+            return posterior_transform(posterior)
+        return posterior
+
+    def marginals(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Predictive mean and variance of the latent function at each row of ``X`` (``b x
+        d``), each of shape ``(b,)``, in standardised units.
+
+        The mean is exact. The variance is ``k(x, x) - k_x^T W W^T k_x``: with ``n`` training
+        points up to `EXACT_VARIANCE_MAX`, ``W W^T = K^-1`` and it is exact (cost ``b n^2``);
+        above, ``W`` conditions on the `VARIANCE_RANK` leading directions of ``K`` (a
+        randomised range finder), which costs ``b n r`` and can only overstate the variance.
+        The training-side factors are computed once per trained model.
+        """
+        self.eval()
+        cache = self._marginal_cache
+        if cache is None:
+            cache = self._marginal_cache = self._factorise()
+        features, alpha, W, constant = cache
+        z = self.feature_extractor(X)
+        cross = self.covar_module(z, features).to_dense()  # b x n
+        prior = self.covar_module(z, diag=True)
+        mean = constant + cross @ alpha
+        variance = prior - (cross @ W).pow(2).sum(-1)
+        return mean, variance.clamp_min(1e-12 * float(prior.detach().max()))
+
+    def _factorise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        inputs, targets = self.train_inputs[0], self.train_targets
+        with torch.no_grad():
+            features = self.feature_extractor(inputs)
+            noise = self.likelihood.noise.reshape(())
+            K = self.covar_module(features).to_dense()
+            K = K + noise * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+            constant = self.mean_module(features[:1]).reshape(())
+            L = psd_safe_cholesky(K)
+            alpha = torch.cholesky_solve((targets - constant).unsqueeze(-1), L).squeeze(-1)
+            n = K.shape[0]
+            if n <= EXACT_VARIANCE_MAX:
+                W = torch.linalg.solve_triangular(
+                    L, torch.eye(n, dtype=K.dtype, device=K.device), upper=False
+                ).T
+            else:
+                W = _leading_root(K, VARIANCE_RANK)
+        return features, alpha, W, constant
+
+    def train(self, mode: bool = True) -> DKLModel:
+        if mode:  # training changes the weights the factors were made with
+            self._marginal_cache = None
+        return super().train(mode)
+
+
+def _leading_root(K: Tensor, rank: int) -> Tensor:
+    """``W`` (``n x r``) with ``W W^T = Q (Q^T K Q)^-1 Q^T``, where ``Q`` spans the leading
+    ``r`` directions of the positive definite ``K``, found by a randomised range finder with
+    two power iterations and a fixed seed (deterministic)."""
+    generator = torch.Generator(device=K.device).manual_seed(0)
+    omega = torch.randn(K.shape[0], rank, dtype=K.dtype, device=K.device, generator=generator)
+    Q = torch.linalg.qr(K @ omega).Q
+    for _ in range(2):
+        Q = torch.linalg.qr(K @ Q).Q
+    C = psd_safe_cholesky(Q.T @ K @ Q)
+    return torch.linalg.solve_triangular(C, Q.T, upper=False).T
 
 
 def _output_dim(module: nn.Module, train_X: Tensor) -> int:
@@ -79,22 +178,40 @@ def _output_dim(module: nn.Module, train_X: Tensor) -> int:
         return int(module(train_X[:1]).shape[-1])
 
 
-def train_exact_mll(model: DKLModel, iterations: int, learning_rate: float) -> list[float]:
+def train_exact_mll(
+    model: DKLModel,
+    iterations: int,
+    learning_rate: float,
+    *,
+    subset: int | None = None,
+    generator: torch.Generator | None = None,
+) -> list[float]:
     """Maximise the exact marginal log likelihood with Adam; returns the loss per iteration.
 
-    Leaves the model in eval mode.
+    With ``subset``, each iteration uses a random subset of at most ``subset`` training points
+    (drawn with ``generator``), so the cost of an iteration stays bounded however many points
+    there are; the model is conditioned on all of them afterwards. Leaves the model in eval
+    mode.
     """
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=learning_rate
+    )
+    inputs, targets = model.train_inputs[0], model.train_targets
+    n = targets.shape[0]
     model.train()
     losses = []
-    inputs, targets = model.train_inputs[0], model.train_targets
-    for _ in range(iterations):
-        optimizer.zero_grad()
-        loss = -mll(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with gpytorch.settings.max_cholesky_size(MAX_CHOLESKY):
+        for _ in range(iterations):
+            if subset is not None and n > subset:
+                chosen = torch.randperm(n, generator=generator)[:subset].to(inputs.device)
+                model.set_train_data(inputs[chosen], targets[chosen], strict=False)
+            optimizer.zero_grad()
+            loss = -mll(model(*model.train_inputs), model.train_targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.set_train_data(inputs, targets, strict=False)
     model.eval()
     return losses
 
@@ -102,9 +219,15 @@ def train_exact_mll(model: DKLModel, iterations: int, learning_rate: float) -> l
 class DKLLearner:
     """Fits a `DKLModel` to the data seen so far, each fit warm-started from the last.
 
-    The first fit runs ``first_fit_iterations`` Adam steps from a fresh network initialised
-    from ``seed``; later fits start from the previous weights and hyperparameters and run
-    ``refit_iterations`` steps. The process' random state is left untouched.
+    The network is ``network`` when given (a trained encoder mapping ``... x in_dim`` to
+    features, or ``nn.Identity()`` for a GP on fixed features; ``freeze_network`` keeps its
+    weights), else a fresh MLP ``in_dim -> hidden -> feature_dim`` initialised from ``seed``.
+    The first fit runs ``first_fit_iterations`` Adam steps from it; later fits start from the
+    previous weights and hyperparameters and run ``refit_iterations`` steps (0: keep them and
+    only condition on the new data). Every ``full_refit_every`` fits (0: never) a fit starts
+    afresh, as the first did. Iterations use random subsets of at most ``train_subset`` points
+    (None: all), so a warm fit costs about the same at 2,000 points as at 500. The process'
+    random state is left untouched.
     """
 
     def __init__(
@@ -114,23 +237,41 @@ class DKLLearner:
         hidden: Sequence[int] = (64, 32),
         feature_dim: int = 2,
         kernel: Kernel = "rbf",
+        network: nn.Module | None = None,
+        freeze_network: bool = False,
         first_fit_iterations: int = 200,
         refit_iterations: int = 50,
+        full_refit_every: int = 0,
+        train_subset: int | None = 512,
         learning_rate: float = 0.01,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
     ) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self._initial_network = mlp(in_dim, hidden, feature_dim).to(dtype=dtype, device=device)
+        if network is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                network = mlp(in_dim, hidden, feature_dim)
+        else:
+            network = copy.deepcopy(network)
+        self._initial_network = network.to(dtype=dtype, device=device)
+        for parameter in self._initial_network.parameters():
+            parameter.requires_grad_(not freeze_network)
         self.kernel: Kernel = kernel
         self.first_fit_iterations = first_fit_iterations
         self.refit_iterations = refit_iterations
+        self.full_refit_every = full_refit_every
+        self.train_subset = train_subset
         self.learning_rate = learning_rate
         self.dtype, self.device = dtype, torch.device(device)
+        self._generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Tensor] | None = None
+        self._warm_fits = 0
         self.last_losses: list[float] = []
+
+    def reset(self) -> None:
+        """Forget the learned weights: the next fit starts afresh."""
+        self._state = None
 
     def fit(self, X: Tensor, Y: Tensor) -> DKLModel:
         """A model of exactly these data: ``X`` is ``n x d``, ``Y`` is ``n`` or ``n x 1``."""
@@ -138,12 +279,21 @@ class DKLLearner:
         Y = Y.to(dtype=self.dtype, device=self.device).reshape(-1, 1)
         # Each model owns its network, so a returned model never changes under a later fit.
         model = DKLModel(X, Y, copy.deepcopy(self._initial_network), self.kernel)
-        if self._state is None:
-            iterations = self.first_fit_iterations
+        afresh = self._state is None or (
+            self.full_refit_every > 0 and self._warm_fits >= self.full_refit_every
+        )
+        if afresh:
+            iterations, self._warm_fits = self.first_fit_iterations, 0
         else:
             model.load_state_dict(self._state, strict=False)
-            iterations = self.refit_iterations
-        self.last_losses = train_exact_mll(model, iterations, self.learning_rate)
+            iterations, self._warm_fits = self.refit_iterations, self._warm_fits + 1
+        self.last_losses = train_exact_mll(
+            model,
+            iterations,
+            self.learning_rate,
+            subset=self.train_subset,
+            generator=self._generator,
+        )
         # Everything but the outcome transform, whose statistics belong to these data.
         self._state = {
             k: v.detach().clone()
@@ -164,9 +314,8 @@ def posterior_mean_std(
     ``batch_size x n_train``, never with ``N x N``.
     """
     means, stds = [], []
-    with gpytorch.settings.fast_pred_var():
-        for start in range(0, X.shape[0], batch_size):
-            posterior = model.posterior(X[start : start + batch_size].unsqueeze(-2))
-            means.append(posterior.mean.reshape(-1))
-            stds.append(posterior.variance.clamp_min(0).sqrt().reshape(-1))
+    for batch in X.split(batch_size):
+        posterior = model.posterior(batch.unsqueeze(-2))
+        means.append(posterior.mean.reshape(-1))
+        stds.append(posterior.variance.clamp_min(0).sqrt().reshape(-1))
     return torch.cat(means).cpu().numpy(), torch.cat(stds).cpu().numpy()

@@ -33,8 +33,7 @@ def summarize(campaign: Campaign, wall_s: float) -> dict[str, Any]:
         "median_decision_latency_s": _median(latencies),
         "instrument": d.name,
         "scalarizer": {
-            "kind": campaign.config.scalarizer.kind,
-            "window": list(campaign.config.scalarizer.window),
+            k: v for k, v in campaign.config.to_dict()["scalarizer"].items() if v is not None
         },
         "policy": campaign.config.policy.kind,
     }

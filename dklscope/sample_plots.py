@@ -18,11 +18,14 @@ def truth_map(sample: Sample, scalarizer: Scalarizer, dwell_s: float) -> np.ndar
 
 
 def plot_sample(
-    sample: Sample, scalarizer: Scalarizer, dwell_s: float, window: tuple[float, float], out: Path
+    sample: Sample, scalarizer: Scalarizer, dwell_s: float, out: Path, *, label: str = "scalar"
 ) -> list[Path]:
     """Write ``overview.png``, ``truth.png``, ``spectra.png`` and ``labels.png`` (if the sample
-    has labels) into ``out``; returns their paths."""
+    has labels) into ``out``; returns their paths. ``label`` names the scalar; the windows the
+    scalarizer reads (its ``windows``, if it has them) are shaded on the spectra."""
     truth = truth_map(sample, scalarizer, dwell_s)
+    windows = list(getattr(scalarizer, "windows", ()))
+    units = sample.spectral_axis.units
     rows, cols = sample.shape
     extent = (-0.5, cols - 0.5, rows - 0.5, -0.5)  # truth drawn on the overview's pixel grid
     written = []
@@ -33,10 +36,9 @@ def plot_sample(
     ax.set_title(f"overview ({sample.name})")
     ax = fig.add_subplot(1, 2, 2)
     shown = ax.imshow(truth, cmap="magma", extent=extent)
-    fig.colorbar(shown, ax=ax, label=f"scalar ({sample.spectrum_units})")
-    ax.set_title(
-        f"ground truth: max in [{window[0]:g}, {window[1]:g}] {sample.spectral_axis.units}"
-    )
+    fig.colorbar(shown, ax=ax, label=label)
+    where = " and ".join(f"[{lo:g}, {hi:g}]" for lo, hi in windows)
+    ax.set_title(f"ground truth: {label}" + (f" in {where} {units}" if windows else ""))
     for a in fig.axes[:2]:
         a.set_xlabel("x (px)")
         a.set_ylabel("y (px)")
@@ -58,7 +60,8 @@ def plot_sample(
         i, j = np.unravel_index(index, truth.shape)
         k = sample.oversampling
         ax.plot(axis, spectra[i, j], label=f"{name}: x={j * k}, y={i * k} px")
-    ax.axvspan(*window, color="orange", alpha=0.2, label="scalarizer window")
+    for (lo, hi), color in zip(windows, ("orange", "green", "grey"), strict=False):
+        ax.axvspan(lo, hi, color=color, alpha=0.2, label=f"scalarizer window [{lo:g}, {hi:g}]")
     ax.set_xlabel(f"{sample.spectral_axis.units}")
     ax.set_ylabel(f"{sample.spectrum_units} after {dwell_s:g} s")
     ax.legend(fontsize=8)

@@ -84,12 +84,16 @@ def run_campaign(config):
 
 @pytest.mark.slow
 def test_dkl_with_expected_improvement_beats_random_sampling():
-    """Over several samples and seeds, with the quickstart's budget (70 of 2,304 pixels), DKL
-    with EI measures a higher true maximum than random sampling does."""
+    """Over 3 samples x 4 seeds, with the quickstart's budget (70 of 2,304 pixels), DKL with
+    EI measures a higher true maximum than random sampling does.
+
+    One campaign's fraction of the true maximum scatters by about 0.06 (and between machines,
+    whose float reductions differ), so the claim is about the mean over 12 paired campaigns.
+    """
     base = load_config(ROOT / "configs" / "quickstart.yaml")
     fractions: dict[str, list[float]] = {"ei": [], "random": []}
     for sample_seed in (1, 2, 3):
-        for seed in (0, 1):
+        for seed in (0, 1, 2, 3):
             for policy in fractions:
                 config = dataclasses.replace(
                     base,
@@ -101,5 +105,37 @@ def test_dkl_with_expected_improvement_beats_random_sampling():
                     ),
                 )
                 fractions[policy].append(run_campaign(config)["best_fraction"])
-    assert statistics.mean(fractions["ei"]) > statistics.mean(fractions["random"]) + 0.03
-    assert min(fractions["ei"]) > 0.8
+    assert statistics.mean(fractions["ei"]) > statistics.mean(fractions["random"]) + 0.03, fractions
+    assert statistics.median(fractions["ei"]) > 0.9, fractions
+
+
+@pytest.mark.slow
+def test_a_campaign_on_vae_latents_trains_saves_and_reuses_the_embedding(tmp_path):
+    text = SMALL.replace(
+        "budget: {seed_points: 10, steps: 25}", "budget: {seed_points: 5, steps: 3}"
+    )
+    latents = text + "embedding: {kind: vae, latent_dim: 3, epochs: 2}\n"
+    latents = latents.replace("model: {", "model: {input: latents, ")
+    (tmp_path / "latents.yaml").write_text(latents)
+    out = tmp_path / "latents"
+    assert main(["run", str(tmp_path / "latents.yaml"), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "embedding.pt").is_file()
+    with Journal(out / "journal.sqlite") as journal:
+        assert len(journal.metadata("embedding_training")["train_loss"]) == 2
+        assert len(journal.measurements()) == 8
+
+    # A later campaign reads the saved encoder and trains the DKL through it.
+    encoder = text + f"embedding: {{kind: vae, load: {out / 'embedding.pt'}}}\n"
+    encoder = encoder.replace("model: {", "model: {input: encoder, ")
+    config = parse_config(encoder)
+    sample = build_sample(config.instrument.simulator)
+    with (
+        serve_simulator(sample, config.instrument.simulator) as address,
+        MicroscopeClient(address) as client,
+        Journal(":memory:") as journal,
+    ):
+        campaign = Campaign(config, client, journal)
+        assert campaign.candidates.shape == (48 * 48, 100)
+        campaign.run()
+        assert campaign.model is not None
+        assert campaign.model.feature_extractor(campaign.candidates[:2]).shape == (2, 3)

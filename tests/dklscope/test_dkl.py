@@ -80,3 +80,56 @@ def test_matern_kernel_and_botorch_posterior_shapes():
     assert posterior.mean.shape == (4, 1, 1)
     with pytest.raises(RuntimeError):
         posterior_mean_std(model, torch.zeros(3, 5, dtype=torch.float64))  # wrong input width
+
+
+def _gpytorch_marginals(model, X):
+    """The reference: gpytorch's own exact prediction (Cholesky, no LOVE) at ``X``."""
+    import gpytorch
+    from botorch.models.gpytorch import GPyTorchModel
+
+    with torch.no_grad(), gpytorch.settings.max_cholesky_size(10_000):
+        posterior = GPyTorchModel.posterior(model, X)
+    return posterior.mean.reshape(-1).numpy(), posterior.variance.sqrt().reshape(-1).numpy()
+
+
+def test_fast_marginals_equal_gpytorchs_exact_prediction():
+    X, y = data(80, seed=11)
+    model = DKLLearner(6, seed=0, first_fit_iterations=50).fit(X, y)
+    X_test, _ = data(200, seed=12)
+    mean, std = posterior_mean_std(model, X_test)
+    ref_mean, ref_std = _gpytorch_marginals(model, X_test)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-8 * np.abs(ref_mean).max())
+    np.testing.assert_allclose(std, ref_std, rtol=1e-6)
+
+
+def test_low_rank_variances_are_close_and_never_smaller(monkeypatch):
+    """Above EXACT_VARIANCE_MAX training points the variance conditions on the leading
+    directions of K only: it may overstate the exact variance a little, never understate it."""
+    import dklscope.dkl as dkl
+
+    X, y = data(300, seed=13)
+    model = DKLLearner(6, seed=0, first_fit_iterations=50).fit(X, y)
+    X_test, _ = data(400, seed=14)
+    ref_mean, ref_std = _gpytorch_marginals(model, X_test)
+    monkeypatch.setattr(dkl, "EXACT_VARIANCE_MAX", 100)
+    monkeypatch.setattr(dkl, "VARIANCE_RANK", 60)
+    model.train()  # drop the factors, so they are made again under the patched limits
+    model.eval()
+    mean, std = posterior_mean_std(model, X_test)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-8 * np.abs(ref_mean).max())
+    assert np.all(std >= ref_std * (1 - 1e-9))
+    assert np.median(std / ref_std - 1) < 0.05
+
+
+def test_a_given_network_is_used_and_a_frozen_one_keeps_its_weights():
+    X, y = data(40, seed=15)
+    encoder = torch.nn.Sequential(torch.nn.Linear(6, 3)).double()
+    before = encoder[0].weight.detach().clone()
+    frozen = DKLLearner(6, network=encoder, freeze_network=True, first_fit_iterations=30)
+    model = frozen.fit(X, y)
+    assert torch.equal(model.feature_extractor[0].weight, before)
+    tuned = DKLLearner(6, network=encoder, first_fit_iterations=30).fit(X, y)
+    assert not torch.equal(tuned.feature_extractor[0].weight, before)
+    assert torch.equal(encoder[0].weight, before)  # the caller's module is never trained
+    identity = DKLLearner(6, network=torch.nn.Identity(), first_fit_iterations=30).fit(X, y)
+    assert identity.covar_module.base_kernel.lengthscale.shape[-1] == 6  # ARD on the inputs

@@ -1,0 +1,135 @@
+"""Decision latency of one campaign step: refit the DKL model with the newest measurement,
+predict over every candidate, rank them by expected improvement and take the argmax.
+
+The candidates are 10 x 10 patches of a simulated lattice (N = rows x cols of the overview) and
+the scalars its noise-free defect-mode map, so the model sees realistic structure. For each
+(N, n) the model is first fitted to n measured points (not timed); each timed step then adds
+the chosen point and decides the next, as `Campaign` does. ``warm`` continues from the last
+weights for ``refit_iterations``; ``full`` refits from scratch for ``first_fit_iterations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+DESCRIPTION = "per-step decision latency of DKL + EI over N candidates with n measured points"
+
+SIZES = ((2_500, 100), (10_000, 500), (40_000, 2_000))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sizes",
+        default=",".join(f"{n_cand}x{n_meas}" for n_cand, n_meas in SIZES),
+        help="N x n pairs: candidates x measured points (default %(default)s)",
+    )
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--modes", default="warm,full", help="warm, full or both")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or both (default: cuda too when present)"
+    )
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import torch
+
+    devices = _devices(args.device)
+    sizes = [tuple(int(v) for v in pair.split("x")) for pair in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # restored below: the caller's process is left as it was
+    try:
+        return [
+            _row(n_candidates, n_measured, mode, device, args.steps, args.threads)
+            for device in devices
+            for n_candidates, n_measured in sizes
+            for mode in modes
+        ]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _devices(choice: str | None) -> list[str]:
+    import torch
+
+    if choice in ("cpu", "cuda"):
+        return [choice]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def _problem(n_candidates: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised 10 x 10 patches (N, 100) of a square lattice sample, its truth (N,) and
+    the patches' (x, y) positions (N, 2)."""
+    from ..patches import grid_patches
+    from ..scalarizers import Maximum
+    from ..simulators import lattice_sample
+
+    side = math.isqrt(n_candidates)
+    sample = lattice_sample((side, side), seed=0)
+    grid = grid_patches(sample.image, 10)
+    patches = grid.data.reshape(side * side, -1)
+    patches = (patches - sample.image.mean()) / sample.image.std()
+    truth = Maximum((1.05, 1.35))(sample.signal, sample.spectral_axis.values()).ravel()
+    return patches, truth, np.stack([grid.cols, grid.rows], axis=1).astype(float)
+
+
+def _row(
+    n_candidates: int, n_measured: int, mode: str, device: str, steps: int, threads: int
+) -> dict[str, Any]:
+    import torch
+
+    from ..dkl import DKLLearner
+    from ..policies import ExpectedImprovement, PolicyState, decide
+
+    patches, truth, positions = _problem(n_candidates)
+    candidates = torch.as_tensor(patches, dtype=torch.float64, device=device)
+    rng = np.random.default_rng(0)
+    measured = np.zeros(len(truth), dtype=bool)
+    measured[rng.choice(len(truth), size=n_measured, replace=False)] = True
+    learner = DKLLearner(candidates.shape[1], seed=0, device=device)
+    policy = ExpectedImprovement()
+
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
+        index = np.flatnonzero(measured)
+        return candidates[index], torch.as_tensor(truth[index], dtype=torch.float64)
+
+    learner.fit(*data())  # the campaign so far: not timed
+    times = []
+    for step in range(steps):
+        if mode == "full":
+            learner.reset()
+        t0 = time.perf_counter()
+        model = learner.fit(*data())
+        state = PolicyState(
+            model=model,
+            candidates=candidates,
+            positions=positions,
+            measured=measured.copy(),
+            scalars=truth[measured],
+            measured_indices=np.flatnonzero(measured),
+            best_f=float(truth[measured].max()),
+            step=step,
+            rng=rng,
+        )
+        (decision,) = decide(policy, state)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        measured[decision.index] = True
+    times.sort()
+    return {
+        "n_candidates": n_candidates,
+        "n_measured": n_measured,
+        "device": device,
+        "threads": threads if device == "cpu" else None,
+        "mode": mode,
+        "median_s": statistics.median(times),
+        "p95_s": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
+    }

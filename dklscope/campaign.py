@@ -80,6 +80,7 @@ class Campaign:
             hidden=m.hidden,
             feature_dim=m.feature_dim,
             kernel=m.kernel,
+            noise_floor=m.noise_floor,
             first_fit_iterations=m.first_fit_iterations,
             refit_iterations=m.refit_iterations,
             full_refit_every=m.full_refit_every,

@@ -152,6 +152,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (64, 32)  # widths of the hidden layers
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
+    noise_floor: float = 0.01  # least noise variance, as a fraction of the scalars' variance
     first_fit_iterations: int = 200  # Adam steps of the first fit
     refit_iterations: int = 50  # Adam steps of each later fit, warm-started (0: condition only)
     full_refit_every: int = 0  # every this many fits start afresh (0: never)
@@ -174,6 +175,11 @@ class ModelConfig:
             self.refit_iterations >= 0,
             "refit_iterations",
             f"must be >= 0, got {self.refit_iterations}",
+        )
+        _check(
+            0 < self.noise_floor < 1,
+            "noise_floor",
+            f"must be in (0, 1), got {self.noise_floor}",
         )
         _check(
             self.full_refit_every >= 0,

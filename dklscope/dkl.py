@@ -59,16 +59,24 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         train_Y: ``n x 1`` observations; standardised inside, reported back in their units.
         feature_extractor: maps ``... x d`` to ``... x k``.
         kernel: the base kernel ``k`` on the ``k`` features, with one lengthscale per feature.
+        noise_floor: the smallest noise variance, as a fraction of the variance of
+            ``train_Y``. Measured scalars are noisy; without a floor the network can learn to
+            interpolate them and the GP then trusts its own extrapolations far too much.
     """
 
     _num_outputs = 1
 
     def __init__(
-        self, train_X: Tensor, train_Y: Tensor, feature_extractor: nn.Module, kernel: Kernel = "rbf"
+        self,
+        train_X: Tensor,
+        train_Y: Tensor,
+        feature_extractor: nn.Module,
+        kernel: Kernel = "rbf",
+        noise_floor: float = 0.01,
     ) -> None:
         outcome_transform = Standardize(m=1)
         standardized_Y, _ = outcome_transform(train_Y)
-        likelihood = GaussianLikelihood(noise_constraint=GreaterThan(1e-4))
+        likelihood = GaussianLikelihood(noise_constraint=GreaterThan(noise_floor))
         super().__init__(train_X, standardized_Y.squeeze(-1), likelihood)
         n_features = _output_dim(feature_extractor, train_X)
         base = (
@@ -237,6 +245,7 @@ class DKLLearner:
         hidden: Sequence[int] = (64, 32),
         feature_dim: int = 2,
         kernel: Kernel = "rbf",
+        noise_floor: float = 0.01,
         network: nn.Module | None = None,
         freeze_network: bool = False,
         first_fit_iterations: int = 200,
@@ -258,6 +267,7 @@ class DKLLearner:
         for parameter in self._initial_network.parameters():
             parameter.requires_grad_(not freeze_network)
         self.kernel: Kernel = kernel
+        self.noise_floor = noise_floor
         self.first_fit_iterations = first_fit_iterations
         self.refit_iterations = refit_iterations
         self.full_refit_every = full_refit_every
@@ -278,7 +288,7 @@ class DKLLearner:
         X = X.to(dtype=self.dtype, device=self.device)
         Y = Y.to(dtype=self.dtype, device=self.device).reshape(-1, 1)
         # Each model owns its network, so a returned model never changes under a later fit.
-        model = DKLModel(X, Y, copy.deepcopy(self._initial_network), self.kernel)
+        model = DKLModel(X, Y, copy.deepcopy(self._initial_network), self.kernel, self.noise_floor)
         afresh = self._state is None or (
             self.full_refit_every > 0 and self._warm_fits >= self.full_refit_every
         )

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dklscope")
 
 JOURNAL_NAME = "journal.sqlite"
+HEARTBEAT_S = 1.0  # the campaign's heartbeat to the instrument, seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="where to listen (default: %(default)s: loopback only; name other interfaces here)",
     )
+    serve.add_argument(
+        "--secret-key",
+        type=Path,
+        metavar="FILE",
+        help="turn on CURVE: the server's NAME.key_secret (from 'dklscope keys')",
+    )
+    serve.add_argument(
+        "--allow",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --secret-key: a client's public NAME.key, or a folder of them (repeatable)",
+    )
 
     sample = commands.add_parser("sample", help="look at a simulated sample")
     sample_commands = sample.add_subparsers(dest="sample_command", required=True, metavar="COMMAND")
@@ -100,7 +115,38 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmarks import add_parsers
 
     add_parsers(commands)
+    _add_driver_parsers(commands)
     return parser
+
+
+def _add_driver_parsers(commands: argparse._SubParsersAction) -> None:
+    """``keys`` and ``conformance``: tools for the driver protocol (drivers/PROTOCOL.md)."""
+    keys = commands.add_parser(
+        "keys",
+        help="generate CURVE key pairs for the driver protocol",
+        description="Write NAME.key (public) and NAME.key_secret (secret) into DIR per name.",
+    )
+    keys.add_argument("dir", type=Path, help="folder for the key files (created)")
+    keys.add_argument(
+        "--name",
+        action="append",
+        metavar="NAME",
+        help="a key pair's name (default: server, client)",
+    )
+    conformance = commands.add_parser(
+        "conformance",
+        help="check a running driver server against the protocol",
+        description=(
+            "Run the driver protocol's conformance checks against the server at ADDRESS; it "
+            "moves the probe within the described limits and acquires at the smallest dwell."
+        ),
+    )
+    conformance.add_argument("address", help="the server, e.g. tcp://127.0.0.1:5555")
+    conformance.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    conformance.add_argument("--server-key", type=Path, metavar="FILE", help="server's NAME.key")
+    conformance.add_argument(
+        "--client-key", type=Path, metavar="FILE", help="this client's NAME.key_secret"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "sample":
             return _sample_show(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "conformance":
+            return _conformance(args)
         if args.command == "bench":
             from .benchmarks import main as bench
 
@@ -171,10 +221,14 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with (
         connection as address,
-        MicroscopeClient(address, timeout_s=config.instrument.timeout_s) as client,
+        MicroscopeClient(
+            address, timeout_s=config.instrument.timeout_s, heartbeat_s=HEARTBEAT_S
+        ) as client,
     ):
         log.info("instrument at %s; writing to %s", address, out)
         try:
+            # Arms the server's dead-man switch: if this process dies, the beam is parked.
+            client.hello()
             # What this instrument cannot do is a config error, found before any file is made.
             check_config_against(config, client.describe())
             with Journal(out / JOURNAL_NAME) as journal:
@@ -210,7 +264,15 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     sim = _simulator_of(config)
     backend = simulated_microscope(build_sample(sim), sim, noise_seed=config.seed)
-    server = DriverServer(backend, args.bind)
+    keys = None
+    if args.secret_key is not None:
+        from .drivers.security import ServerKeys
+
+        try:
+            keys = ServerKeys.from_files(args.secret_key, args.allow)
+        except (OSError, ValueError) as exc:
+            return _usage_error(f"--secret-key/--allow: {exc}")
+    server = DriverServer(backend, args.bind, keys=keys)
     try:
         server.start()
     except zmq.ZMQError as exc:
@@ -224,6 +286,38 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .drivers.security import generate_keys
+
+    try:
+        for path in generate_keys(args.dir, args.name or ["server", "client"]):
+            log.info("wrote %s", path)
+    except (OSError, FileExistsError) as exc:
+        return _usage_error(str(exc))
+    return 0
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from .drivers.conformance import run_checks
+    from .drivers.security import ClientKeys
+
+    keys = None
+    if (args.server_key is None) != (args.client_key is None):
+        return _usage_error("--server-key and --client-key go together")
+    if args.server_key is not None:
+        try:
+            keys = ClientKeys.from_files(args.client_key, args.server_key)
+        except (OSError, ValueError) as exc:
+            return _usage_error(str(exc))
+    results = run_checks(args.address, timeout_s=args.timeout, keys=keys)
+    for result in results:
+        mark = "PASS" if result.passed else "FAIL"
+        sys.stdout.write(f"{mark}  {result.name}{'  ' + result.detail if result.detail else ''}\n")
+    failed = sum(not r.passed for r in results)
+    sys.stdout.write(f"{len(results) - failed} of {len(results)} checks passed\n")
+    return 0 if failed == 0 else 1
 
 
 def _sample_show(args: argparse.Namespace) -> int:

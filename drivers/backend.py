@@ -3,6 +3,11 @@
 A backend speaks in overview pixel coordinates (``x`` column, ``y`` row). It may assume its
 arguments were already checked against the limits of its own `describe`; the server refuses
 anything else before the backend sees it.
+
+Optional hooks, used when present: ``park() -> None`` (move the probe to a safe place) and
+``blank() -> None`` (blank the beam). The server calls the first of them that the backend has
+when the controlling client stops heart-beating (the dead-man switch). A backend that describes
+more than one overview channel must accept ``get_overview(channel)``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ class Acquisition:
 
     ``spectrum`` has shape ``(channels,)`` on the instrument's spectral axis; ``x`` and ``y``
     are where the probe actually was (overview pixels); ``timestamp`` is Unix time in seconds
-    at the end of the exposure.
+    at the end of the exposure. ``seq`` is the server's sequence number for it (set by the
+    client from the reply; a backend leaves it None).
     """
 
     spectrum: np.ndarray
@@ -29,6 +35,7 @@ class Acquisition:
     x: float
     y: float
     timestamp: float
+    seq: int | None = None
 
 
 @runtime_checkable

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import zmq
 
 from .backend import Acquisition
-from .protocol import InstrumentDescription, ProtocolError, decode, encode
+from .protocol import (
+    MAX_HEADER_BYTES,
+    PROTOCOL_VERSION,
+    InstrumentDescription,
+    ProtocolError,
+    decode,
+    encode,
+)
+from .security import ClientKeys, secure_client_socket
 
 log = logging.getLogger(__name__)
 
 
 class InstrumentError(Exception):
-    """The instrument refused or failed a command; ``code`` is the protocol's error code."""
+    """The instrument refused or failed a command; ``code`` is the protocol's error code.
+
+    ``DEADLINE_EXPIRED`` means the server did not start the work before the caller's deadline
+    (the caller gave up; nothing was done), unlike `InstrumentTimeout` (no reply came).
+    """
 
     def __init__(self, command: str, address: str, code: str, message: str) -> None:
         super().__init__(f"{command} on {address} failed [{code}]: {message}")
@@ -26,39 +41,80 @@ class InstrumentError(Exception):
 
 
 class InstrumentTimeout(Exception):
-    """No reply to a command within its timeout."""
+    """No reply to a command within its timeout, after every retry (the action timed out)."""
 
-    def __init__(self, command: str, address: str, timeout_s: float) -> None:
-        super().__init__(f"{command} on {address}: no reply within {timeout_s:.3g} s")
+    def __init__(
+        self, command: str, address: str, timeout_s: float, attempts: int = 1, why: str = ""
+    ) -> None:
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"{command} on {address}: no reply within {timeout_s:.3g} s{tries}{why}")
         self.command, self.address, self.timeout_s = command, address, timeout_s
 
 
 class MicroscopeClient:
     """Talks to one instrument over a DEALER socket; every call has a timeout.
 
-    ``timeout_s`` bounds each call; an acquisition is given ``timeout_s + 1.5 * dwell_s``.
-    After a timeout the socket is closed and reopened, so a late reply to the abandoned call
-    can never be taken for the answer to a later one.
+    ``timeout_s`` bounds each attempt of a call; an acquisition is given ``timeout_s + 1.5 *
+    dwell_s`` (a measure, that per point). The timeout travels with the request as its deadline,
+    so the server refuses work it could only start after the caller gave up. After a timeout the
+    socket is closed and reopened (the Lazy Pirate pattern), so a late reply to the abandoned
+    attempt can never be taken for the answer to a later call, and the request is sent again with
+    the same id, up to ``retries`` times: the server answers a retried move, acquire or measure
+    from its memory and never executes it twice.
+
+    `hello` subscribes to the server's events: from then on a server that stops heart-beating
+    is given up on after two heartbeat intervals rather than the full timeout. With
+    ``heartbeat_s`` the client also heart-beats (from a thread with its own socket) and `hello`
+    arms the server's dead-man switch: should the heartbeats stop, the server parks the beam.
+    ``keys`` turns on CURVE encryption and authentication.
     """
 
     def __init__(
-        self, address: str, *, timeout_s: float = 10.0, context: zmq.Context | None = None
+        self,
+        address: str,
+        *,
+        timeout_s: float = 10.0,
+        context: zmq.Context | None = None,
+        retries: int = 2,
+        heartbeat_s: float | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.heartbeat_s = heartbeat_s
+        self.keys = keys
+        self.client_id = uuid.uuid4().hex[:12]
         self._context = context or zmq.Context()
         self._own_context = context is None
-        self._ids = (f"{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
-        self._socket: zmq.Socket = self._connect()
+        self._ids = (f"{self.client_id}-{n}" for n in itertools.count())
+        self._socket: zmq.Socket = self._connect(zmq.DEALER, address)
+        self._events: zmq.Socket | None = None
+        self._events_heartbeat_s = math.inf
+        self._rehello = False
+        self.server: dict[str, Any] | None = None  # the last hello reply
+        self._beating = threading.Event()
+        self._beat_thread: threading.Thread | None = None
 
-    def _connect(self) -> zmq.Socket:
-        socket = self._context.socket(zmq.DEALER)
+    def _connect(self, kind: int, address: str) -> zmq.Socket:
+        socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(self.address)
+        if self.keys is not None:
+            secure_client_socket(socket, self.keys)
+        if kind == zmq.SUB:
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+        else:
+            socket.setsockopt(zmq.RCVHWM, 0)  # never drop the replies of a long measure
+        socket.connect(address)
         return socket
 
     def close(self) -> None:
+        if self._beat_thread is not None:
+            self._beating.set()
+            self._beat_thread.join()
         self._socket.close()
+        if self._events is not None:
+            self._events.close()
         if self._own_context:
             self._context.term()
 
@@ -70,35 +126,101 @@ class MicroscopeClient:
 
     # -- commands -----------------------------------------------------------------------------
 
+    def hello(self) -> dict[str, Any]:
+        """Versions, commands with their argument schemas, limits and capabilities.
+
+        Also subscribes to the server's events and, with ``heartbeat_s``, arms its dead-man
+        switch and starts heart-beating.
+        """
+        args: dict[str, Any] = {"protocol": PROTOCOL_VERSION}
+        if self.heartbeat_s is not None:
+            args["heartbeat_s"] = self.heartbeat_s
+        result, _ = self.call("hello", args)
+        self.server = result
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if result.get("events") and result.get("heartbeat_s"):
+            port = str(result["events"]).rpartition(":")[2]
+            self._events = self._connect(zmq.SUB, f"{self.address.rpartition(':')[0]}:{port}")
+            self._events_heartbeat_s = float(result["heartbeat_s"])
+            self._last_event = time.monotonic()
+        if self.heartbeat_s is not None and self._beat_thread is None:
+            self._beat_thread = threading.Thread(
+                target=self._heartbeat_loop, name="MicroscopeClient-heartbeat", daemon=True
+            )
+            self._beat_thread.start()
+        return result
+
     def describe(self) -> InstrumentDescription:
         result, _ = self.call("describe")
         return InstrumentDescription.from_dict(result)
 
-    def get_overview(self) -> np.ndarray:
-        """The overview image, shape (rows, cols), float32."""
-        _, arrays = self.call("get_overview", n_arrays=1)
+    def get_overview(self, channel: str | None = None) -> np.ndarray:
+        """The overview image (of ``channel``, default the first), shape (rows, cols), float32."""
+        _, arrays = self.call(
+            "get_overview", {} if channel is None else {"channel": channel}, n_arrays=1
+        )
         return arrays[0]
 
-    def move(self, x: float, y: float) -> tuple[float, float]:
-        """Park the probe at overview pixel ``(x, y)``; return where it actually is."""
-        result, _ = self.call("move", {"x": float(x), "y": float(y)})
-        return float(result["x"]), float(result["y"])
+    def move(self, x: float, y: float, units: str = "px") -> tuple[float, float]:
+        """Park the probe at ``(x, y)``; return where it actually is, in overview pixels.
+
+        ``units`` is ``"px"`` (overview pixels, ``x`` column, ``y`` row) or the instrument's
+        ``pixel_units`` (physical units from the centre of pixel (0, 0)).
+        """
+        args = {"x": float(x), "y": float(y)}
+        if units != "px":
+            args["units"] = units
+        result, _ = self.call("move", args)
+        return _float(result["x"]), _float(result["y"])
 
     def acquire(self, dwell_s: float) -> Acquisition:
         """Expose for ``dwell_s`` seconds at the current probe position."""
         result, arrays = self.call(
             "acquire",
             {"dwell_s": float(dwell_s)},
-            timeout_s=self.timeout_s + 1.5 * dwell_s,
             n_arrays=1,
+            timeout_s=self.timeout_s + 1.5 * dwell_s,
         )
-        return Acquisition(
-            spectrum=arrays[0],
-            dwell_s=float(result["dwell_s"]),
-            x=float(result["x"]),
-            y=float(result["y"]),
-            timestamp=float(result["timestamp"]),
-        )
+        return _acquisition(result, arrays[0])
+
+    def measure(
+        self, points: Iterable[tuple[float, float]], dwell_s: float, units: str = "px"
+    ) -> Iterator[Acquisition]:
+        """Move to each point and acquire there, in order; yields each as it completes.
+
+        One request for all points: the fast path. Stops at the first error, raising it.
+        """
+        args: dict[str, Any] = {
+            "points": [[float(x), float(y)] for x, y in points],
+            "dwell_s": float(dwell_s),
+        }
+        if units != "px":
+            args["units"] = units
+        per_point = self.timeout_s + 1.5 * dwell_s
+        for result, arrays in self._stream("measure", args, per_point):
+            yield _acquisition(result, arrays[0])
+
+    def status(self) -> dict[str, Any]:
+        """The server's state, position, last sequence number and safe state."""
+        return self.call("status")[0]
+
+    def abort(self, request_id: str) -> dict[str, Any]:
+        """Cancel the request ``request_id`` (a running measure stops before its next point)."""
+        return self.call("abort", {"target": request_id})[0]
+
+    def heartbeat(self) -> dict[str, Any]:
+        return self.call("heartbeat")[0]
+
+    def results_since(self, seq: int, limit: int | None = None) -> list[Acquisition]:
+        """The stored acquisitions with a sequence number above ``seq`` (-1: all kept)."""
+        args = {"seq": int(seq)} if limit is None else {"seq": int(seq), "limit": int(limit)}
+        result, arrays = self.call("results_since", args, n_arrays=None)
+        metas = result.get("results")
+        if not isinstance(metas, list) or len(metas) != len(arrays):
+            raise ProtocolError(f"results_since on {self.address}: results do not match arrays")
+        return [_acquisition(meta, spectrum) for meta, spectrum in zip(metas, arrays, strict=True)]
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -108,34 +230,160 @@ class MicroscopeClient:
         args: dict[str, Any] | None = None,
         *,
         timeout_s: float | None = None,
-        n_arrays: int = 0,
+        n_arrays: int | None = 0,
     ) -> tuple[dict[str, Any], list[np.ndarray]]:
-        """Send one request and wait for its reply; returns ``(result, arrays)``."""
+        """Send one request and wait for its reply; returns ``(result, arrays)``.
+
+        ``n_arrays`` is how many array frames the reply must have (None: any number).
+        """
+        ((result, arrays),) = self._stream(command, args or {}, timeout_s, n_arrays=n_arrays)
+        return result, arrays
+
+    def _stream(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout_s: float | None,
+        *,
+        n_arrays: int | None = 1,
+    ) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
+        """Send one request; yield ``(result, arrays)`` per reply until one says no ``more``."""
+        if self._rehello and command != "hello":
+            self._rehello = False
+            self.hello()  # a new server process: learn its events address, re-arm the switch
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         request_id = next(self._ids)
-        self._socket.send_multipart(encode({"id": request_id, "cmd": command, "args": args or {}}))
-        deadline = time.monotonic() + timeout_s
-        while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
-            if not self._socket.poll(max(1, int(left_ms))):
+        header = {
+            "id": request_id,
+            "cmd": command,
+            "args": args,
+            "deadline_s": timeout_s,
+            "client": self.client_id,
+        }
+        message = encode(header)
+        if len(message[1]) > MAX_HEADER_BYTES:
+            raise ProtocolError(
+                f"{command} on {self.address}: a request header of {len(message[1])} bytes "
+                f"exceeds {MAX_HEADER_BYTES}; split it"
+            )
+        self._socket.send_multipart(message)
+        attempt, seen = 0, -1  # seen: the index of the last streamed reply yielded
+        while True:
+            reply = self._wait(request_id, timeout_s)
+            if reply is None:
+                attempt += 1
+                why = self._silence_note()
+                self._reconnect()
+                if attempt > self.retries:
+                    raise InstrumentTimeout(command, self.address, timeout_s, attempt, why)
+                log.warning("%s on %s: no reply, retrying (%d)", command, self.address, attempt)
+                self._socket.send_multipart(message)  # same id: never executed twice
                 continue
-            try:
-                header, arrays = decode(self._socket.recv_multipart())
-            except ProtocolError as exc:
-                raise ProtocolError(f"{command} on {self.address}: {exc}") from exc
-            if header.get("id") != request_id:
-                log.debug("dropping a stale reply %r", header.get("id"))
-                continue
+            header, arrays = reply
             if not header.get("ok"):
                 error = header.get("error") or {}
                 raise InstrumentError(
                     command, self.address, str(error.get("code")), str(error.get("message"))
                 )
-            if len(arrays) != n_arrays or not isinstance(header.get("result"), dict):
+            result = header.get("result")
+            if not isinstance(result, dict) or (n_arrays is not None and len(arrays) != n_arrays):
                 raise ProtocolError(
                     f"{command} on {self.address}: expected a result and {n_arrays} arrays, "
                     f"got {len(arrays)}"
                 )
-            return header["result"], arrays
+            index = result.get("index", 0)
+            if isinstance(index, int) and index > seen:  # a replayed stream repeats itself
+                seen = index
+                yield result, arrays
+            if not header.get("more"):
+                return
+
+    def _wait(
+        self, request_id: str, timeout_s: float
+    ) -> tuple[dict[str, Any], list[np.ndarray]] | None:
+        """The next reply to ``request_id``; None after ``timeout_s`` or when the server fell
+        silent (no heartbeat for two intervals)."""
+        deadline = time.monotonic() + timeout_s
+        while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
+            if self._events is not None:
+                ready = self._poll_with_heartbeats(left_ms)
+                if ready is None:
+                    return None
+                if not ready:
+                    continue
+            self._socket.rcvtimeo = max(1, int(left_ms))  # a blocking recv beats poll + recv
+            try:
+                frames = self._socket.recv_multipart()
+            except zmq.Again:
+                continue
+            try:
+                header, arrays = decode(frames)
+            except ProtocolError as exc:
+                raise ProtocolError(f"on {self.address}: {exc}") from exc
+            if header.get("id") != request_id:
+                log.debug("dropping a stale reply %r", header.get("id"))
+                continue
+            return header, arrays
+        return None
+
+    def _poll_with_heartbeats(self, left_ms: float) -> bool | None:
+        """Whether a reply is ready; None if the server stopped heart-beating."""
+        assert self._events is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        ready = dict(poller.poll(max(1, int(min(left_ms, 100)))))
+        if self._events in ready:
+            while self._events.poll(0):
+                self._events.recv_multipart()
+            self._last_event = time.monotonic()
+        elif time.monotonic() - self._last_event > 2 * self._events_heartbeat_s:
+            return None
+        return self._socket in ready
+
+    def _silence_note(self) -> str:
+        if self._events is None:
+            return ""
+        silent = time.monotonic() - self._last_event
+        if silent <= 2 * self._events_heartbeat_s:
+            return ""
+        return f"; the server fell silent: no heartbeat for {silent:.3g} s"
+
+    def _reconnect(self) -> None:
         self._socket.close()
-        self._socket = self._connect()
-        raise InstrumentTimeout(command, self.address, timeout_s)
+        self._socket = self._connect(zmq.DEALER, self.address)
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+            self._rehello = True
+
+    def _heartbeat_loop(self) -> None:
+        socket = self._connect(zmq.DEALER, self.address)
+        try:
+            for n in itertools.count():
+                if self._beating.wait(self.heartbeat_s):
+                    return
+                header = {"id": f"{self.client_id}-hb{n}", "cmd": "heartbeat", "args": {}}
+                socket.send_multipart(encode({**header, "client": self.client_id}))
+                while socket.poll(0):  # replies are only drained: the beat is what counts
+                    socket.recv_multipart()
+        finally:
+            socket.close()
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _acquisition(result: dict[str, Any], spectrum: np.ndarray) -> Acquisition:
+    try:
+        return Acquisition(
+            spectrum=spectrum,
+            dwell_s=_float(result["dwell_s"]),
+            x=_float(result["x"]),
+            y=_float(result["y"]),
+            timestamp=_float(result["timestamp"]),
+            seq=None if result.get("seq") is None else int(result["seq"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed acquisition result {str(result)[:200]}") from exc

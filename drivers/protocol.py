@@ -1,4 +1,4 @@
-"""The wire format shared by `DriverServer` and `MicroscopeClient`.
+"""The wire format shared by `DriverServer` and `MicroscopeClient` (see ``PROTOCOL.md``).
 
 A message is a ZeroMQ multipart message::
 
@@ -6,11 +6,12 @@ A message is a ZeroMQ multipart message::
     frame 1   header      UTF-8 JSON object
     frame 2…  arrays      raw bytes, one frame per array, C order
 
-The header of a request is ``{"id": str, "cmd": str, "args": {...}, "arrays": [...]}``; the
-header of a reply is ``{"id": str, "ok": true, "result": {...}, "arrays": [...]}`` or
-``{"id": str, "ok": false, "error": {"code": str, "message": str}}``. ``arrays`` lists one
-``{"dtype": "<f4", "shape": [...]}`` per array frame, with an explicit byte order. Nothing is
-ever pickled.
+The header of a request is ``{"id": str, "cmd": str, "args": {...}, "arrays": [...]}`` (plus the
+optional ``deadline_s`` and ``client``); the header of a reply is ``{"id": str, "ok": true,
+"result": {...}, "arrays": [...]}`` or ``{"id": str, "ok": false, "error": {"code": str,
+"message": str}}``. ``arrays`` lists one ``{"dtype": "<f4", "shape": [...]}`` per array frame,
+with an explicit byte order, and optionally ``units`` and calibrated ``axes``. Nothing is ever
+pickled.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from typing import Any
 
 import numpy as np
 
-SIGNATURE = b"dklscope/1"
-MAX_HEADER_BYTES = 64 * 1024
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+PROTOCOL_VERSION = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
+SIGNATURE_PREFIX = b"dklscope/"
+SIGNATURE = SIGNATURE_PREFIX + str(PROTOCOL_MAJOR).encode()
+MAX_HEADER_BYTES = 1024 * 1024  # room for a measure of 10,000 points, 1,000 results
 # Numeric dtypes allowed in array frames; object and structured dtypes are refused.
 ALLOWED_DTYPES = frozenset(
     np.dtype(t).str for t in ("<f4", "<f8", ">f4", ">f8", "<i4", "<i8", "<u2", "<u4", "|u1")
@@ -35,6 +40,10 @@ class ProtocolError(Exception):
     """A message that does not follow the wire format."""
 
 
+class VersionMismatch(ProtocolError):
+    """A message signed ``dklscope/N`` with a major version ``N`` this side does not speak."""
+
+
 class ErrorCode:
     """Error codes carried in ``reply["error"]["code"]``."""
 
@@ -43,6 +52,20 @@ class ErrorCode:
     BAD_ARGUMENT = "BAD_ARGUMENT"  # missing, extra or ill-typed arguments
     OUT_OF_LIMITS = "OUT_OF_LIMITS"  # a probe position or dwell outside the described limits
     BACKEND_ERROR = "BACKEND_ERROR"  # the instrument itself failed
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"  # signature names another major version
+    DEADLINE_EXPIRED = "DEADLINE_EXPIRED"  # the caller gave up before the work could start
+    ABORTED = "ABORTED"  # cancelled by an ``abort`` request
+
+    ALL = (
+        "BAD_MESSAGE",
+        "UNKNOWN_COMMAND",
+        "BAD_ARGUMENT",
+        "OUT_OF_LIMITS",
+        "BACKEND_ERROR",
+        "UNSUPPORTED_VERSION",
+        "DEADLINE_EXPIRED",
+        "ABORTED",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,12 +82,18 @@ class SpectralAxis:
         return self.offset + self.scale * np.arange(self.size, dtype=np.float64)
 
 
+Rectangle = tuple[float, float, float, float]  # (x_min, x_max, y_min, y_max), overview pixels
+
+
 @dataclass(frozen=True)
 class InstrumentDescription:
     """What an instrument tells the controller about itself.
 
     Positions are overview pixel coordinates: ``x`` is the column and ``y`` the row, both
-    floats, pixel centres at integers. ``pixel_size`` converts them to physical units.
+    floats, pixel centres at integers. ``pixel_size`` converts them to physical units
+    (``pixel_units``), with the physical origin at the centre of pixel (0, 0). The probe may
+    go where it is inside ``probe_limits`` and outside every one of ``forbidden_regions``;
+    both are rectangles ``(x_min, x_max, y_min, y_max)``, edges included.
     """
 
     name: str
@@ -74,32 +103,59 @@ class InstrumentDescription:
     spectral_axis: SpectralAxis
     spectrum_units: str
     dwell_range_s: tuple[float, float]
-    # The probe may be parked where x_min <= x <= x_max and y_min <= y <= y_max.
-    probe_limits: tuple[float, float, float, float] = field(default=(0.0, -1.0, 0.0, -1.0))
+    probe_limits: Rectangle = field(default=(0.0, -1.0, 0.0, -1.0))
+    forbidden_regions: tuple[Rectangle, ...] = ()
+    overview_channels: tuple[str, ...] = ("overview",)
 
     def __post_init__(self) -> None:
         if self.probe_limits[1] < self.probe_limits[0]:  # default: the whole overview
             rows, cols = self.overview_shape
             object.__setattr__(self, "probe_limits", (0.0, cols - 1.0, 0.0, rows - 1.0))
+        regions = tuple(_four_floats(r) for r in self.forbidden_regions)
+        object.__setattr__(self, "forbidden_regions", regions)
+        object.__setattr__(self, "overview_channels", tuple(self.overview_channels))
+
+    @property
+    def field_of_view(self) -> tuple[float, float]:
+        """(width, height) of the overview in ``pixel_units``."""
+        rows, cols = self.overview_shape
+        return cols * self.pixel_size, rows * self.pixel_size
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "field_of_view": self.field_of_view}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InstrumentDescription:
+        """The description in ``d``; unknown fields (from a later minor version) are ignored."""
         try:
+            axis = d["spectral_axis"]
             return cls(
                 name=str(d["name"]),
                 overview_shape=(int(d["overview_shape"][0]), int(d["overview_shape"][1])),
                 pixel_size=float(d["pixel_size"]),
                 pixel_units=str(d["pixel_units"]),
-                spectral_axis=SpectralAxis(**d["spectral_axis"]),
+                spectral_axis=SpectralAxis(
+                    size=int(axis["size"]),
+                    offset=float(axis["offset"]),
+                    scale=float(axis["scale"]),
+                    units=str(axis["units"]),
+                ),
                 spectrum_units=str(d["spectrum_units"]),
                 dwell_range_s=(float(d["dwell_range_s"][0]), float(d["dwell_range_s"][1])),
                 probe_limits=_four_floats(d["probe_limits"]),
+                forbidden_regions=tuple(_four_floats(r) for r in d.get("forbidden_regions", ())),
+                overview_channels=tuple(str(c) for c in d.get("overview_channels", ["overview"])),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed instrument description: {exc!r}") from exc
+
+    def to_pixels(self, x: float, y: float, units: str) -> tuple[float, float]:
+        """``(x, y)`` given in ``units`` (``"px"`` or ``pixel_units``) as overview pixels."""
+        if units == "px":
+            return x, y
+        if units == self.pixel_units:
+            return x / self.pixel_size, y / self.pixel_size
+        raise ValueError(f"units must be 'px' or {self.pixel_units!r}, got {units!r}")
 
     def check_position(self, x: float, y: float) -> str | None:
         """Why the probe may not go to ``(x, y)``, or None if it may."""
@@ -111,6 +167,12 @@ class InstrumentDescription:
                 f"position (x={x}, y={y}) is outside the probe limits "
                 f"x∈[{x0}, {x1}], y∈[{y0}, {y1}]"
             )
+        for i, (x0, x1, y0, y1) in enumerate(self.forbidden_regions):
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return (
+                    f"position (x={x}, y={y}) is inside forbidden region {i}: "
+                    f"x∈[{x0}, {x1}], y∈[{y0}, {y1}]"
+                )
         return None
 
     def check_dwell(self, dwell_s: float) -> str | None:
@@ -126,22 +188,46 @@ def _four_floats(values: Any) -> tuple[float, float, float, float]:
     return x0, x1, y0, y1
 
 
-def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[bytes | memoryview]:
-    """Frames for one message; the arrays are sent from their own memory without a copy."""
-    arrays = [np.require(a, requirements="C") for a in arrays]  # keeps 0-d arrays 0-d
-    header = {**header, "arrays": [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]}
+def encode(
+    header: dict[str, Any],
+    arrays: Sequence[np.ndarray] = (),
+    meta: Sequence[dict[str, Any]] | None = None,
+) -> list[bytes | memoryview]:
+    """Frames for one message; the arrays are sent from their own memory without a copy.
+
+    ``meta`` optionally gives, per array, more fields of its description (``units``,
+    ``axes``).
+    """
+    arrays = [
+        a if isinstance(a, np.ndarray) and a.flags.c_contiguous else np.require(a, requirements="C")
+        for a in arrays
+    ]  # np.require keeps 0-d arrays 0-d
+    specs = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
+    if meta is not None:
+        specs = [{**m, **spec} for spec, m in zip(specs, meta, strict=True)]
+    header = {**header, "arrays": specs}
     return [SIGNATURE, json.dumps(header, allow_nan=False).encode(), *(a.data for a in arrays)]
+
+
+def axis_meta(name: str, axis: SpectralAxis) -> dict[str, Any]:
+    """The description of one calibrated array axis: ``offset + i * scale`` ``units``."""
+    return {"name": name, **asdict(axis)}
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], list[np.ndarray]]:
     """The header and arrays of a message; raises `ProtocolError` on anything malformed."""
-    if len(frames) < 2:
-        raise ProtocolError(f"expected at least 2 frames, got {len(frames)}")
-    signature = bytes(frames[0])
+    signature = bytes(frames[0]) if frames else b""
     if signature != SIGNATURE:
+        if signature.startswith(SIGNATURE_PREFIX) and signature[len(SIGNATURE_PREFIX) :].isdigit():
+            raise VersionMismatch(
+                f"protocol major version {signature[len(SIGNATURE_PREFIX) :].decode()} is not "
+                f"supported; this side speaks {SIGNATURE.decode()}"
+            )
         raise ProtocolError(
             f"unknown protocol signature {signature[:32]!r}, expected {SIGNATURE!r}"
         )
+    if len(frames) < 2:
+        raise ProtocolError(f"expected at least 2 frames, got {len(frames)}")
     if len(frames[1]) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(frames[1])} bytes exceeds {MAX_HEADER_BYTES}")
     try:
@@ -175,4 +261,7 @@ def _decode_array(spec: Any, frame: bytes | memoryview) -> np.ndarray:
     nbytes = memoryview(frame).nbytes
     if nbytes != expected:
         raise ProtocolError(f"array {dtype.str}{list(shape)} needs {expected} bytes, got {nbytes}")
-    return np.frombuffer(frame, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(frame, dtype=dtype).reshape(shape)
+    except (ValueError, OverflowError) as exc:  # e.g. an empty array with an absurd dimension
+        raise ProtocolError(f"bad array shape {list(shape)[:8]}: {exc}") from exc

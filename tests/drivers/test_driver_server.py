@@ -187,7 +187,7 @@ def header_bytes(header):
 @pytest.mark.parametrize(
     "frames, reply_id",
     [
-        pytest.param([b"dklscope/0", header_bytes({"id": "a", "cmd": "describe"})], None, id="sig"),
+        pytest.param([b"dklscope/x", header_bytes({"id": "a", "cmd": "describe"})], None, id="sig"),
         pytest.param([SIGNATURE, b"not json"], None, id="not-json"),
         pytest.param([SIGNATURE], None, id="no-header"),
         pytest.param([SIGNATURE, b"[1, 2, 3]"], None, id="not-an-object"),
@@ -261,7 +261,7 @@ def describe_reply(request_id, description, name):
 
 def test_no_reply_raises_instrument_timeout(scripted_router):
     router = scripted_router(lambda identity, header, n: [])
-    with MicroscopeClient(router.endpoint, timeout_s=0.2) as client:
+    with MicroscopeClient(router.endpoint, timeout_s=0.2, retries=0) as client:
         started = time.monotonic()
         with pytest.raises(InstrumentTimeout) as info:
             client.describe()
@@ -271,6 +271,32 @@ def test_no_reply_raises_instrument_timeout(scripted_router):
     assert (error.command, error.address, error.timeout_s) == ("describe", router.endpoint, 0.2)
     assert "describe" in str(error) and router.endpoint in str(error)
     assert [header["cmd"] for _, header in router.requests] == ["describe"]
+    assert router.requests[0][1]["deadline_s"] == 0.2
+
+
+def test_lazy_pirate_retries_on_a_fresh_socket_with_the_same_id(scripted_router):
+    router = scripted_router(lambda identity, header, n: [])
+    with MicroscopeClient(router.endpoint, timeout_s=0.1, retries=2) as client:
+        started = time.monotonic()
+        with pytest.raises(InstrumentTimeout, match="3 attempts"):
+            client.describe()
+        assert time.monotonic() - started >= 0.3
+    identities = [identity for identity, _ in router.requests]
+    ids = {header["id"] for _, header in router.requests}
+    assert len(identities) == 3 and len(set(identities)) == 3  # a new socket for each attempt
+    assert len(ids) == 1
+
+
+def test_a_retry_that_gets_an_answer_succeeds(scripted_router, description_factory):
+    description = description_factory()
+
+    def script(identity, header, n):  # lose the first attempt
+        return [] if n == 0 else [(identity, describe_reply(header["id"], description, "late"))]
+
+    router = scripted_router(script)
+    with MicroscopeClient(router.endpoint, timeout_s=0.1, retries=2) as client:
+        assert client.describe().name == "late"
+    assert len(router.requests) == 2
 
 
 @pytest.mark.parametrize("then_fresh", [False, True])
@@ -294,7 +320,7 @@ def test_a_late_reply_to_an_abandoned_request_is_never_accepted(
         return replies
 
     router = scripted_router(script)
-    with MicroscopeClient(router.endpoint, timeout_s=0.2) as client:
+    with MicroscopeClient(router.endpoint, timeout_s=0.2, retries=0) as client:
         with pytest.raises(InstrumentTimeout):
             client.describe()
         if then_fresh:
@@ -342,7 +368,7 @@ def test_an_acquisition_gets_extra_time_for_its_dwell(backend_factory, descripti
 def test_the_same_slow_acquisition_times_out_without_the_dwell_allowance(backend_factory):
     backend = backend_factory(acquire_sleep_s=0.3)
     with DriverServer(backend, LOOPBACK) as server:
-        with MicroscopeClient(server.endpoint, timeout_s=0.2) as client:
+        with MicroscopeClient(server.endpoint, timeout_s=0.2, retries=0) as client:
             with pytest.raises(InstrumentTimeout) as info:
                 client.call("acquire", {"dwell_s": 0.3}, n_arrays=1)  # only 0.2 s
             assert info.value.command == "acquire"
@@ -367,3 +393,15 @@ def test_importing_the_drivers_does_not_import_torch():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "heavy: []"
+
+
+def test_a_retried_acquire_returns_the_first_result_and_measures_once(backend_factory):
+    backend = backend_factory(acquire_sleep_s=0.3)
+    with DriverServer(backend, LOOPBACK) as server:
+        with MicroscopeClient(server.endpoint, timeout_s=0.2, retries=3) as client:
+            acq = client.call("acquire", {"dwell_s": 0.3}, n_arrays=1)  # only 0.2 s per attempt
+            np.testing.assert_array_equal(acq[1][0], backend.spectra[0])
+            assert acq[0]["seq"] == 0
+            assert backend.names_called().count("acquire") == 1
+            again = client.acquire(0.01)
+            assert again.seq == 1 and backend.names_called().count("acquire") == 2

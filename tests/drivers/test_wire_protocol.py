@@ -162,6 +162,10 @@ F4_SPEC = {"dtype": "<f4", "shape": [3]}
         ),
         pytest.param(message({"pad": "x" * MAX_HEADER_BYTES}), id="oversized-header"),
         pytest.param(
+            message({"arrays": [{"dtype": "<f4", "shape": [0, 10**30]}]}, b""),
+            id="empty-with-absurd-dimension",
+        ),
+        pytest.param(
             message({"arrays": [{"dtype": "<f4", "shape": "12"}]}, b"\0" * 8),
             id="shape-as-a-string",
         ),
@@ -210,6 +214,9 @@ def test_description_to_dict_has_the_documented_fields(description_factory):
         "spectrum_units": "counts",
         "dwell_range_s": (0.001, 2.0),
         "probe_limits": (0.0, 7.0, 0.0, 5.0),
+        "forbidden_regions": (),
+        "overview_channels": ("overview",),
+        "field_of_view": (4.0, 3.0),  # 8 columns, 6 rows of 0.5 nm
     }
 
 
@@ -279,6 +286,47 @@ def good_dict():
     ).to_dict()
 
 
+# Fields of protocol 1.0; later minor versions only add optional ones.
+REQUIRED_FIELDS = (
+    "name",
+    "overview_shape",
+    "pixel_size",
+    "pixel_units",
+    "spectral_axis",
+    "spectrum_units",
+    "dwell_range_s",
+    "probe_limits",
+)
+
+
+def test_from_dict_ignores_unknown_fields_and_defaults_optional_ones():
+    d = {k: good_dict()[k] for k in REQUIRED_FIELDS}
+    d["from_a_later_minor_version"] = {"anything": 1}
+    d["spectral_axis"] = {**d["spectral_axis"], "gain": 2}
+    description = InstrumentDescription.from_dict(d)
+    assert description.forbidden_regions == ()
+    assert description.overview_channels == ("overview",)
+    assert description.spectral_axis == SpectralAxis(size=16, offset=0.1, scale=0.05, units="eV")
+
+
+def test_forbidden_regions_are_refused_edges_included(description_factory):
+    description = description_factory(forbidden_regions=[(2, 3, 1, 2)])
+    assert description.forbidden_regions == ((2.0, 3.0, 1.0, 2.0),)
+    for x, y in [(2.0, 1.0), (3.0, 2.0), (2.5, 1.5)]:
+        assert "forbidden region 0" in description.check_position(x, y)
+    for x, y in [(just_below(2.0), 1.5), (just_above(3.0), 1.5), (2.5, just_above(2.0))]:
+        assert description.check_position(x, y) is None
+
+
+def test_physical_units_convert_to_pixels(description_factory):
+    description = description_factory()  # 0.5 nm per pixel
+    assert description.to_pixels(1.0, 2.0, "nm") == (2.0, 4.0)
+    assert description.to_pixels(1.0, 2.0, "px") == (1.0, 2.0)
+    with pytest.raises(ValueError, match="'nm'"):
+        description.to_pixels(1.0, 2.0, "um")
+    assert description.field_of_view == (4.0, 3.0)
+
+
 def without(key):
     d = good_dict()
     del d[key]
@@ -295,17 +343,15 @@ def replaced(key, value):
         pytest.param(None, id="none"),
         pytest.param([], id="list"),
         pytest.param({}, id="empty"),
-        *(pytest.param(without(k), id=f"no-{k}") for k in good_dict()),
+        *(pytest.param(without(k), id=f"no-{k}") for k in REQUIRED_FIELDS),
         pytest.param(replaced("overview_shape", [6]), id="shape-too-short"),
         pytest.param(replaced("overview_shape", ["six", 8]), id="shape-text"),
         pytest.param(replaced("overview_shape", None), id="shape-none"),
         pytest.param(replaced("pixel_size", "big"), id="pixel-size-text"),
         pytest.param(replaced("spectral_axis", None), id="axis-none"),
         pytest.param(replaced("spectral_axis", {"size": 16}), id="axis-incomplete"),
-        pytest.param(
-            replaced("spectral_axis", {**good_dict()["spectral_axis"], "gain": 2}),
-            id="axis-extra-field",
-        ),
+        pytest.param(replaced("spectral_axis", {"size": "many"}), id="axis-size-text"),
+        pytest.param(replaced("forbidden_regions", [[0, 1, 2]]), id="region-three-values"),
         pytest.param(replaced("dwell_range_s", [0.1]), id="dwell-too-short"),
         pytest.param(replaced("dwell_range_s", "fast"), id="dwell-text"),
         pytest.param(replaced("probe_limits", None), id="limits-none"),

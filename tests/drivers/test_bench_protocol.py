@@ -1,0 +1,24 @@
+"""``dklscope bench protocol`` runs and reports the documented figures (speed is not judged)."""
+
+from __future__ import annotations
+
+import json
+
+from dklscope.cli import main
+
+FIGURES = ("median_rtt_ms", "p99_rtt_ms", "throughput_per_s", "reference_median_rtt_ms")
+
+
+def test_bench_protocol_writes_the_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "protocol", "--n", "50", "--warmup", "5", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    cases = [row["case"] for row in rows]
+    assert cases[0] == "bare pyzmq REQ/REP echo"
+    assert "measure 1 point, 1 request" in cases
+    reference = rows[0]["median_rtt_ms"]
+    for row in rows:
+        assert set(FIGURES) <= set(row)
+        assert row["reference_median_rtt_ms"] == reference > 0
+        assert row["throughput_per_s"] > 0
+        assert row["channels"] == 2048

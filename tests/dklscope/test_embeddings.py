@@ -191,3 +191,55 @@ def test_plots_draw_and_write_only_when_asked(tmp_path):
     fig = traversal_grid(decoded)
     tiles = fig.axes[0].images[0].get_array()
     assert tiles.shape == (20, 20) and tiles[0, 5] == 1.0 and tiles[5, 0] == 4.0
+
+
+def _trait_set(n=1500, seed=3):
+    """Upright motifs whose one content variable, the trait (a stretch in pixels), is known."""
+    trait = np.random.default_rng(seed).uniform(-1, 1.5, n)
+    return motif_patches(n, seed=seed, trait=trait), trait
+
+
+def _abs_corr(z, trait):
+    return max(abs(np.corrcoef(z[:, i], trait)[0, 1]) for i in range(z.shape[1]))
+
+
+def _information(encoding):
+    """How much the code tells patches apart: the spread of the posterior means over the
+    posterior's own width (>> 1: informative; << 1: every patch gets about the prior)."""
+    return float(encoding.z_loc.std(axis=0).max() / encoding.z_scale.mean())
+
+
+def test_a_conditional_vae_leaves_the_given_condition_out_of_its_latents():
+    """A VAE must put the trait in its latent; a CVAE told the trait need not, and its one
+    latent then carries almost nothing, while decoding one code under two conditions gives two
+    different patches."""
+    x, trait = _trait_set()
+    plain = build_embedding(EmbeddingConfig(kind="vae", latent_dim=1, trainer=TRAINER))
+    plain.fit(x)
+    condition = ((trait - trait.mean()) / trait.std())[:, None].astype(np.float32)
+    cvae = build_embedding(
+        EmbeddingConfig(kind="cvae", latent_dim=1, condition_dim=1, trainer=TRAINER)
+    )
+    cvae.fit(x, condition)
+    assert _abs_corr(plain.encode(x).z_loc, trait) > 0.9
+    assert _information(plain.encode(x)) > 5
+    assert _information(cvae.encode(x, condition)) < 1
+    code = np.zeros((1, 1), np.float32)
+    low, high = (cvae.decode(code, np.array([[c]], np.float32)) for c in (-1.5, 1.5))
+    assert np.abs(high - low).max() > 0.3  # in the patches' units, whose peak is about 1
+
+
+def test_a_convolutional_encoder_and_decoder_learn_the_trait():
+    x, trait = _trait_set()
+    conv = build_embedding(
+        EmbeddingConfig(
+            kind="vae",
+            latent_dim=1,
+            encoder="conv",
+            decoder="conv",
+            hidden=(16, 32),
+            trainer=TRAINER,
+        )
+    )
+    conv.fit(x)
+    assert _abs_corr(conv.encode(x).z_loc, trait) > 0.9

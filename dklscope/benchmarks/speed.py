@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ModelConfig
+
 DESCRIPTION = "per-step decision latency of DKL + EI over N candidates with n measured points"
 
 SIZES = ((2_500, 100), (10_000, 500), (40_000, 2_000))
@@ -33,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--modes", default="warm,full", help="warm, full or both")
     parser.add_argument(
+        "--refit-iterations",
+        type=int,
+        default=None,
+        help="Adam steps of a warm fit (default: the model's default, model.refit_iterations)",
+    )
+    parser.add_argument(
         "--device", default=None, help="cpu, cuda or both (default: cuda too when present)"
     )
 
@@ -43,11 +51,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     devices = _devices(args.device)
     sizes = [tuple(int(v) for v in pair.split("x")) for pair in args.sizes.split(",")]
     modes = args.modes.split(",")
+    refit = (
+        ModelConfig().refit_iterations if args.refit_iterations is None else args.refit_iterations
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # restored below: the caller's process is left as it was
     try:
         return [
-            _row(n_candidates, n_measured, mode, device, args.steps, args.threads)
+            _row(n_candidates, n_measured, mode, device, args.steps, args.threads, refit)
             for device in devices
             for n_candidates, n_measured in sizes
             for mode in modes
@@ -81,7 +92,13 @@ def _problem(n_candidates: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _row(
-    n_candidates: int, n_measured: int, mode: str, device: str, steps: int, threads: int
+    n_candidates: int,
+    n_measured: int,
+    mode: str,
+    device: str,
+    steps: int,
+    threads: int,
+    refit_iterations: int,
 ) -> dict[str, Any]:
     import torch
 
@@ -93,7 +110,9 @@ def _row(
     rng = np.random.default_rng(0)
     measured = np.zeros(len(truth), dtype=bool)
     measured[rng.choice(len(truth), size=n_measured, replace=False)] = True
-    learner = DKLLearner(candidates.shape[1], seed=0, device=device)
+    learner = DKLLearner(
+        candidates.shape[1], seed=0, device=device, refit_iterations=refit_iterations
+    )
     policy = ExpectedImprovement()
 
     def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +149,7 @@ def _row(
         "device": device,
         "threads": threads if device == "cpu" else None,
         "mode": mode,
+        "refit_iterations": refit_iterations if mode == "warm" else None,
         "median_s": statistics.median(times),
         "p95_s": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
     }

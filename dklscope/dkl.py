@@ -276,7 +276,7 @@ class DKLLearner:
         self.dtype, self.device = dtype, torch.device(device)
         self._generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Tensor] | None = None
-        self._warm_fits = 0
+        self._since_fresh = 0  # fits since (and including) the last fresh start
         self.last_losses: list[float] = []
 
     def reset(self) -> None:
@@ -290,13 +290,13 @@ class DKLLearner:
         # Each model owns its network, so a returned model never changes under a later fit.
         model = DKLModel(X, Y, copy.deepcopy(self._initial_network), self.kernel, self.noise_floor)
         afresh = self._state is None or (
-            self.full_refit_every > 0 and self._warm_fits >= self.full_refit_every
+            self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every
         )
         if afresh:
-            iterations, self._warm_fits = self.first_fit_iterations, 0
+            iterations, self._since_fresh = self.first_fit_iterations, 1
         else:
             model.load_state_dict(self._state, strict=False)
-            iterations, self._warm_fits = self.refit_iterations, self._warm_fits + 1
+            iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self.last_losses = train_exact_mll(
             model,
             iterations,

@@ -43,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or both (default: cuda too when present)"
     )
+    parser.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run the quickstart campaign on K simulated samples with warm and with full "
+        "refits, and report the mean fraction of the true maximum found (default: 0, skip)",
+    )
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -57,12 +65,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # restored below: the caller's process is left as it was
     try:
-        return [
+        rows = [
             _row(n_candidates, n_measured, mode, device, args.steps, args.threads, refit)
             for device in devices
             for n_candidates, n_measured in sizes
             for mode in modes
         ]
+        rows += [
+            _quality(mode, args.quality, refit, args.threads) for mode in modes if args.quality
+        ]
+        return rows
     finally:
         torch.set_num_threads(threads)
 
@@ -152,4 +164,55 @@ def _row(
         "refit_iterations": refit_iterations if mode == "warm" else None,
         "median_s": statistics.median(times),
         "p95_s": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
+    }
+
+
+def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> dict[str, Any]:
+    """The quickstart campaign (48 x 48 lattice, 10 seed points + 60 EI steps, over loopback)
+    on samples 1..n_samples, every fit warm (``refit_iterations``) or from scratch."""
+    from ..campaign import Campaign
+    from ..config import (
+        BudgetConfig,
+        Config,
+        InstrumentConfig,
+        ScalarizerConfig,
+        SimulatorConfig,
+    )
+    from ..drivers import MicroscopeClient
+    from ..instruments import build_sample, serve_simulator
+    from ..journal import Journal
+    from ..report import ground_truth_figures
+
+    model = ModelConfig(
+        refit_iterations=refit_iterations, full_refit_every=1 if mode == "full" else 0
+    )
+    fractions, seconds = [], []
+    for sample_seed in range(1, n_samples + 1):
+        config = Config(
+            instrument=InstrumentConfig(
+                simulator=SimulatorConfig(shape=(48, 48), seed=sample_seed)
+            ),
+            scalarizer=ScalarizerConfig(window=(1.05, 1.35)),
+            budget=BudgetConfig(seed_points=10, steps=60),
+            model=model,
+        )
+        sample = build_sample(config.instrument.simulator)
+        started = time.perf_counter()
+        with (
+            serve_simulator(sample, config.instrument.simulator) as address,
+            MicroscopeClient(address) as client,
+            Journal(":memory:") as journal,
+        ):
+            campaign = Campaign(config, client, journal)
+            campaign.run()
+            fractions.append(ground_truth_figures(campaign, sample)["best_fraction"])
+        seconds.append(time.perf_counter() - started)
+    return {
+        "mode": mode,
+        "refit_iterations": refit_iterations if mode == "warm" else None,
+        "device": "cpu",
+        "threads": threads,
+        "quality_campaigns": n_samples,
+        "mean_best_fraction": statistics.mean(fractions),
+        "median_campaign_s": statistics.median(seconds),
     }

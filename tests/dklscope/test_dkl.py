@@ -172,3 +172,16 @@ def test_on_a_simulated_sample_structure_predicts_the_defect_mode():
 def test_95_percent_intervals_cover_at_least_90_percent_of_held_out_truths():
     mean, sd, truths = _lattice_problem(300)
     assert np.mean(np.abs(mean - truths) <= 1.96 * sd) >= 0.9
+
+
+def test_every_full_refit_every_th_fit_starts_afresh():
+    X, y = data(20, seed=16)
+    learner = DKLLearner(6, first_fit_iterations=7, refit_iterations=2, full_refit_every=3)
+    iterations = []
+    for _ in range(7):
+        learner.fit(X, y)
+        iterations.append(len(learner.last_losses))
+    assert iterations == [7, 2, 2, 7, 2, 2, 7]
+    learner.reset()
+    learner.fit(X, y)
+    assert len(learner.last_losses) == 7

@@ -150,6 +150,7 @@ class SimulatedMicroscope:
         self.n_acquisitions = 0
         self.fault_log: list[tuple[int, str]] = []
         self.dose_s = np.zeros(sample.signal.shape[:2])  # dwell seconds per spectrum pixel
+        self.parked = False  # the beam is blanked until the next move
 
     # -- the Backend protocol -----------------------------------------------------------------
 
@@ -171,9 +172,17 @@ class SimulatedMicroscope:
             x0, x1, y0, y1 = self._description.probe_limits
             x, y = min(max(x + ex, x0), x1), min(max(y + ey, y0), y1)
         self._x, self._y = float(x), float(y)
+        self.parked = False
         return self._x, self._y
 
+    def park(self) -> None:
+        """Blank the beam, as the driver server's dead-man switch asks when the controlling
+        client falls silent: no acquisition (and no dose) until the probe is moved again."""
+        self.parked = True
+
     def acquire(self, dwell_s: float) -> Acquisition:
+        if self.parked:
+            raise RuntimeError("the beam is parked (blanked): move the probe first")
         index, self.n_acquisitions = self.n_acquisitions, self.n_acquisitions + 1
         fault = self._draw_fault()
         i, j = self._spectrum_pixel_under_probe()

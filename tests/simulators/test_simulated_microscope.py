@@ -122,3 +122,29 @@ def test_served_noise_free_spectra_are_exactly_the_truth(sample):
                 acq = client.acquire(0.25)
                 np.testing.assert_array_equal(acq.spectrum, sample.expected_spectra(0.25)[row, col])
                 assert (acq.x, acq.y, acq.dwell_s) == (x, y, 0.25)
+
+
+def test_parking_blanks_the_beam_until_the_next_move(sample):
+    microscope = SimulatedMicroscope(sample, noise=False)
+    microscope.move_probe(3.0, 4.0)
+    microscope.park()
+    with pytest.raises(RuntimeError, match="parked"):
+        microscope.acquire(0.01)
+    assert microscope.dose_s.sum() == 0  # no dose while blanked
+    microscope.move_probe(3.0, 4.0)
+    assert microscope.acquire(0.01).spectrum.shape == (sample.spectral_axis.size,)
+
+
+def test_the_dead_man_switch_parks_the_simulated_beam(sample):
+    """A campaign that stops heart-beating leaves the simulated beam parked."""
+    microscope = SimulatedMicroscope(sample, noise=False)
+    with DriverServer(microscope, "tcp://127.0.0.1:0") as server:
+        client = MicroscopeClient(server.endpoint, timeout_s=5.0, heartbeat_s=0.1)
+        assert "park" in client.hello()["capabilities"]
+        client.move(3.0, 4.0)
+        client.close()  # the heartbeats stop
+        deadline = time.monotonic() + 5.0
+        while not microscope.parked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert microscope.parked
+        assert server.safe_state is not None

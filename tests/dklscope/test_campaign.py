@@ -139,3 +139,26 @@ def test_a_campaign_on_vae_latents_trains_saves_and_reuses_the_embedding(tmp_pat
         campaign.run()
         assert campaign.model is not None
         assert campaign.model.feature_extractor(campaign.candidates[:2]).shape == (2, 3)
+
+
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_every_shipped_config_runs_a_campaign(path):
+    """Each config in configs/ runs as shipped, on a budget cut to 4 seed points + 3 steps."""
+    config = load_config(path)
+    config = dataclasses.replace(
+        config, budget=dataclasses.replace(config.budget, seed_points=4, steps=3)
+    )
+    sample = build_sample(config.instrument.simulator)
+    with (
+        serve_simulator(sample, config.instrument.simulator) as address,
+        MicroscopeClient(address) as client,
+        Journal(":memory:") as journal,
+    ):
+        campaign = Campaign(config, client, journal)
+        campaign.run()
+        assert [m.kind for m in journal.measurements()] == ["seed"] * 4 + ["policy"] * 3
+        assert all(np.isfinite(m.scalar) for m in campaign.history)

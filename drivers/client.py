@@ -105,8 +105,20 @@ class MicroscopeClient:
             socket.setsockopt(zmq.SUBSCRIBE, b"")
         else:
             socket.setsockopt(zmq.RCVHWM, 0)  # never drop the replies of a long measure
+            # A DEALER with no connection to queue on (a refused CURVE handshake, say) blocks
+            # on send; never longer than a call may.
+            socket.setsockopt(zmq.SNDTIMEO, max(1, int(1000 * self.timeout_s)))
         socket.connect(address)
         return socket
+
+    def _send(self, message: list[bytes]) -> bool:
+        """Send ``message``; False if no server took it within ``timeout_s`` (none connected,
+        or a refused CURVE handshake), which counts as an attempt without a reply."""
+        try:
+            self._socket.send_multipart(message)
+        except zmq.Again:
+            return False
+        return True
 
     def close(self) -> None:
         if self._beat_thread is not None:
@@ -266,18 +278,18 @@ class MicroscopeClient:
                 f"{command} on {self.address}: a request header of {len(message[1])} bytes "
                 f"exceeds {MAX_HEADER_BYTES}; split it"
             )
-        self._socket.send_multipart(message)
+        sent = self._send(message)
         attempt, seen = 0, -1  # seen: the index of the last streamed reply yielded
         while True:
-            reply = self._wait(request_id, timeout_s)
+            reply = self._wait(request_id, timeout_s) if sent else None
             if reply is None:
                 attempt += 1
-                why = self._silence_note()
+                why = self._silence_note() if sent else "; no server took the request"
                 self._reconnect()
                 if attempt > self.retries:
                     raise InstrumentTimeout(command, self.address, timeout_s, attempt, why)
                 log.warning("%s on %s: no reply, retrying (%d)", command, self.address, attempt)
-                self._socket.send_multipart(message)  # same id: never executed twice
+                sent = self._send(message)  # same id: never executed twice
                 continue
             header, arrays = reply
             if not header.get("ok"):
@@ -364,7 +376,12 @@ class MicroscopeClient:
                 if self._beating.wait(self.heartbeat_s):
                     return
                 header = {"id": f"{self.client_id}-hb{n}", "cmd": "heartbeat", "args": {}}
-                socket.send_multipart(encode({**header, "client": self.client_id}))
+                try:
+                    socket.send_multipart(
+                        encode({**header, "client": self.client_id}), flags=zmq.NOBLOCK
+                    )
+                except zmq.Again:  # no server to take it: this beat is missed, as it should be
+                    pass
                 while socket.poll(0):  # replies are only drained: the beat is what counts
                     socket.recv_multipart()
         finally:

@@ -81,11 +81,15 @@ class _Harness:
         if self.keys is not None:
             secure_client_socket(socket, self.keys)
         socket.connect(self.address)
+        wait_ms = int(1000 * (timeout_s or self.timeout_s))
+        socket.setsockopt(zmq.SNDTIMEO, wait_ms)  # no server connected: give up, do not hang
         try:
             socket.send_multipart(frames)
-            if not socket.poll(int(1000 * (timeout_s or self.timeout_s))):
+            if not socket.poll(wait_ms):
                 return None
             return decode(socket.recv_multipart())[0]
+        except zmq.Again:
+            return None
         finally:
             socket.close()
 

@@ -4,6 +4,7 @@ store, events, the dead-man switch, restarts, limits and sizes."""
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -443,3 +444,26 @@ def test_old_replies_are_forgotten_within_the_byte_budget(backend_factory, raw_d
 def test_absurd_deadlines_are_harmless(server, raw_dealer, deadline_s):
     header, _ = raw_dealer(server.endpoint).exchange(request("d", "status", deadline_s=deadline_s))
     assert header["ok"] is True
+
+
+def test_a_request_no_server_takes_times_out_instead_of_hanging():
+    """A DEALER with no connection to queue on blocks on send; the client's send has the
+    call's timeout. (A socket with ZMQ_IMMEDIATE to a dead port makes that state at will.)"""
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    client = MicroscopeClient(address, timeout_s=0.2, retries=0)
+    try:
+        assert client._socket.getsockopt(zmq.SNDTIMEO) == 200  # the call's timeout, in ms
+        client._socket.close()
+        client._socket = client._context.socket(zmq.DEALER)
+        client._socket.setsockopt(zmq.LINGER, 0)
+        client._socket.setsockopt(zmq.IMMEDIATE, 1)
+        client._socket.setsockopt(zmq.SNDTIMEO, 200)
+        client._socket.connect(address)
+        started = time.monotonic()
+        with pytest.raises(InstrumentTimeout, match="no server took the request"):
+            client.describe()
+        assert time.monotonic() - started < 2.0
+    finally:
+        client.close()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dklscope.patches import grid_patches
+from dklscope.patches import extract_patches, grid_patch_set, grid_patches
 
 
 @pytest.mark.parametrize("size", [3, 4, 7])
@@ -41,8 +41,6 @@ def test_bad_arguments_are_refused():
 
 
 # --- extract_patches / grid_patch_set ------------------------------------------------------
-
-from dklscope.patches import extract_patches, grid_patch_set  # noqa: E402
 
 
 @pytest.mark.parametrize("edge", ["drop", "pad", "reflect"])

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, SimulatorConfig
+from .config import Config, ConfigError, SimulatorConfig
 from .drivers import DriverServer
 from .simulators import Sample, SimulatedMicroscope, lattice_sample
+
+if TYPE_CHECKING:
+    from .campaign import Campaign
 
 
 def build_sample(config: SimulatorConfig) -> Sample:
@@ -59,3 +63,24 @@ def serve_simulator(
     with DriverServer(backend, "tcp://127.0.0.1:0") as server:
         assert server.endpoint is not None
         yield server.endpoint
+
+
+@contextmanager
+def simulated_campaign(config: Config) -> Iterator[tuple[Campaign, Sample]]:
+    """A `Campaign` of ``config`` on its built-in simulator, served on loopback and reached over
+    ZeroMQ as `dklscope run` does, with a journal in memory; yields it and its sample (the
+    ground truth). For tests, benchmarks and notebooks that want no output folder."""
+    from .campaign import Campaign
+    from .drivers import MicroscopeClient
+    from .journal import Journal
+
+    sim = config.instrument.simulator
+    if sim is None:
+        raise ConfigError("instrument.simulator", "a simulated campaign needs a simulator")
+    sample = build_sample(sim)
+    with (
+        serve_simulator(sample, sim, noise_seed=config.seed) as address,
+        MicroscopeClient(address) as client,
+        Journal(":memory:") as journal,
+    ):
+        yield Campaign(config, client, journal), sample

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dklscope.campaign import Campaign
 from dklscope.cli import main
 from dklscope.config import load_config, parse_config
-from dklscope.drivers import MicroscopeClient
-from dklscope.instruments import build_sample, serve_simulator
+from dklscope.instruments import build_sample, simulated_campaign
 from dklscope.journal import Journal
 from dklscope.report import ground_truth_figures
 
@@ -71,13 +69,7 @@ def test_a_small_campaign_records_everything_it_measures(tmp_path):
 
 def run_campaign(config):
     """A campaign over loopback ZeroMQ with a throwaway journal; returns its truth figures."""
-    sample = build_sample(config.instrument.simulator)
-    with (
-        serve_simulator(sample, config.instrument.simulator, noise_seed=config.seed) as address,
-        MicroscopeClient(address) as client,
-        Journal(":memory:") as journal,
-    ):
-        campaign = Campaign(config, client, journal)
+    with simulated_campaign(config) as (campaign, sample):
         campaign.run()
         return ground_truth_figures(campaign, sample)
 
@@ -127,14 +119,7 @@ def test_a_campaign_on_vae_latents_trains_saves_and_reuses_the_embedding(tmp_pat
     # A later campaign reads the saved encoder and trains the DKL through it.
     encoder = text + f"embedding: {{kind: vae, load: {out / 'embedding.pt'}}}\n"
     encoder = encoder.replace("model: {", "model: {input: encoder, ")
-    config = parse_config(encoder)
-    sample = build_sample(config.instrument.simulator)
-    with (
-        serve_simulator(sample, config.instrument.simulator) as address,
-        MicroscopeClient(address) as client,
-        Journal(":memory:") as journal,
-    ):
-        campaign = Campaign(config, client, journal)
+    with simulated_campaign(parse_config(encoder)) as (campaign, _):
         assert campaign.candidates.shape == (48 * 48, 100)
         campaign.run()
         assert campaign.model is not None
@@ -152,13 +137,7 @@ def test_every_shipped_config_runs_a_campaign(path):
     config = dataclasses.replace(
         config, budget=dataclasses.replace(config.budget, seed_points=4, steps=3)
     )
-    sample = build_sample(config.instrument.simulator)
-    with (
-        serve_simulator(sample, config.instrument.simulator) as address,
-        MicroscopeClient(address) as client,
-        Journal(":memory:") as journal,
-    ):
-        campaign = Campaign(config, client, journal)
+    with simulated_campaign(config) as (campaign, _):
         campaign.run()
-        assert [m.kind for m in journal.measurements()] == ["seed"] * 4 + ["policy"] * 3
+        assert [m.kind for m in campaign.journal.measurements()] == ["seed"] * 4 + ["policy"] * 3
         assert all(np.isfinite(m.scalar) for m in campaign.history)

@@ -11,12 +11,9 @@ import yaml
 from scipy.stats import norm
 
 import dklscope.policies as policies
-from dklscope.campaign import Campaign
 from dklscope.config import POLICY_KINDS, ConfigError, PolicyConfig, from_dict, parse_config
 from dklscope.dkl import DKLModel, mlp
-from dklscope.drivers import MicroscopeClient
-from dklscope.instruments import build_sample, serve_simulator
-from dklscope.journal import Journal
+from dklscope.instruments import simulated_campaign
 from dklscope.policies import (
     POLICIES,
     BetaSchedule,
@@ -453,7 +450,6 @@ scalarizer: {window: [1.05, 1.35]}
 policy: {kind: raster, q: 3}
 """
     )
-    sample = build_sample(config.instrument.simulator)
     calls = []
     original = RasterScan.choose
 
@@ -462,14 +458,9 @@ policy: {kind: raster, q: 3}
         return original(self, s)
 
     monkeypatch.setattr(RasterScan, "choose", spy)
-    with (
-        serve_simulator(sample, config.instrument.simulator, noise_seed=config.seed) as address,
-        MicroscopeClient(address) as client,
-        Journal(":memory:") as journal,
-    ):
-        campaign = Campaign(config, client, journal)
+    with simulated_campaign(config) as (campaign, _):
         campaign.run()
-        measurements = journal.measurements()
+        measurements = campaign.journal.measurements()
     assert [len(journal_seq) for journal_seq in [measurements]] == [7]
     assert [c.step for c in calls] == [0, 3]  # two decisions: 3 points, then 2 of 3
     assert [len(c.scalars) for c in calls] == [2, 5]

@@ -11,6 +11,7 @@ weights for ``refit_iterations``; ``full`` refits from scratch for ``first_fit_i
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -87,6 +88,7 @@ def _devices(choice: str | None) -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
+@functools.lru_cache(maxsize=1)  # the warm and the full row of a size share it
 def _problem(n_candidates: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardised 10 x 10 patches (N, 100) of a square lattice sample, its truth (N,) and
     the patches' (x, y) positions (N, 2)."""
@@ -170,7 +172,6 @@ def _row(
 def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> dict[str, Any]:
     """The quickstart campaign (48 x 48 lattice, 10 seed points + 60 EI steps, over loopback)
     on samples 1..n_samples, every fit warm (``refit_iterations``) or from scratch."""
-    from ..campaign import Campaign
     from ..config import (
         BudgetConfig,
         Config,
@@ -178,9 +179,7 @@ def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> 
         ScalarizerConfig,
         SimulatorConfig,
     )
-    from ..drivers import MicroscopeClient
-    from ..instruments import build_sample, serve_simulator
-    from ..journal import Journal
+    from ..instruments import simulated_campaign
     from ..report import ground_truth_figures
 
     model = ModelConfig(
@@ -196,14 +195,8 @@ def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> 
             budget=BudgetConfig(seed_points=10, steps=60),
             model=model,
         )
-        sample = build_sample(config.instrument.simulator)
         started = time.perf_counter()
-        with (
-            serve_simulator(sample, config.instrument.simulator) as address,
-            MicroscopeClient(address) as client,
-            Journal(":memory:") as journal,
-        ):
-            campaign = Campaign(config, client, journal)
+        with simulated_campaign(config) as (campaign, sample):
             campaign.run()
             fractions.append(ground_truth_figures(campaign, sample)["best_fraction"])
         seconds.append(time.perf_counter() - started)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 PROTOCOL_VERSION = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 SIGNATURE_PREFIX = b"dklscope/"
 SIGNATURE = SIGNATURE_PREFIX + str(PROTOCOL_MAJOR).encode()
@@ -106,6 +106,7 @@ class InstrumentDescription:
     probe_limits: Rectangle = field(default=(0.0, -1.0, 0.0, -1.0))
     forbidden_regions: tuple[Rectangle, ...] = ()
     overview_channels: tuple[str, ...] = ("overview",)
+    saturation_level: float | None = None  # the detector's full scale (spectrum units), if any
 
     def __post_init__(self) -> None:
         if self.probe_limits[1] < self.probe_limits[0]:  # default: the whole overview
@@ -145,6 +146,7 @@ class InstrumentDescription:
                 probe_limits=_four_floats(d["probe_limits"]),
                 forbidden_regions=tuple(_four_floats(r) for r in d.get("forbidden_regions", ())),
                 overview_channels=tuple(str(c) for c in d.get("overview_channels", ["overview"])),
+                saturation_level=_float_or_none(d.get("saturation_level")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed instrument description: {exc!r}") from exc
@@ -181,6 +183,10 @@ class InstrumentDescription:
         if not (math.isfinite(dwell_s) and lo <= dwell_s <= hi):
             return f"dwell {dwell_s} s is outside the dwell range [{lo}, {hi}] s"
         return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _four_floats(values: Any) -> tuple[float, float, float, float]:

@@ -113,9 +113,13 @@ class SimulatedMicroscope:
     The spectrum at a position is that of the sample's spectrum pixel under the nearest
     overview pixel, measured through the sample's noise model when ``noise`` is on and its mean
     when off. With ``realtime`` an acquisition takes its dwell (plus overhead) in wall time;
-    without it, it returns at once. ``seed`` seeds this instrument's generators: the noise, the
-    positioning error and the faults each have their own. ``behaviour`` adds drift, positioning
-    error, latency, beam damage and faults (see `Behaviour`); its defaults add none.
+    without it, it returns at once. ``seed`` seeds this instrument's generators: the
+    positioning error and the faults each have their own, and the noise of an acquisition is
+    drawn from ``default_rng([seed, i, j, n])`` for spectrum pixel ``(i, j)`` measured for the
+    ``n``-th time (from 0). So the noise is a function of what is measured, not of the order of
+    the requests: a campaign that resumes after a crash on a fresh simulator measures exactly
+    what it would have measured uninterrupted. ``behaviour`` adds drift, positioning error,
+    latency, beam damage and faults (see `Behaviour`); its defaults add none.
     """
 
     def __init__(
@@ -132,7 +136,7 @@ class SimulatedMicroscope:
         self.noise = noise
         self.realtime = realtime
         self.behaviour = behaviour
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
         self._position_rng = np.random.default_rng([seed, 1])
         self._fault_rng = np.random.default_rng([seed, 2])
         self._description = InstrumentDescription(
@@ -143,6 +147,7 @@ class SimulatedMicroscope:
             spectral_axis=sample.spectral_axis,
             spectrum_units=sample.spectrum_units,
             dwell_range_s=dwell_range_s,
+            saturation_level=behaviour.saturation_level,
         )
         self._x, self._y = 0.0, 0.0
         self._clock_s = 0.0
@@ -150,6 +155,7 @@ class SimulatedMicroscope:
         self.n_acquisitions = 0
         self.fault_log: list[tuple[int, str]] = []
         self.dose_s = np.zeros(sample.signal.shape[:2])  # dwell seconds per spectrum pixel
+        self.visits = np.zeros(sample.signal.shape[:2], dtype=np.int64)  # acquisitions per pixel
         self.parked = False  # the beam is blanked until the next move
 
     # -- the Backend protocol -----------------------------------------------------------------
@@ -188,11 +194,12 @@ class SimulatedMicroscope:
         i, j = self._spectrum_pixel_under_probe()
         signal = self._damaged_signal(i, j, dwell_s)
         noise = self.sample.noise
-        spectrum = (
-            noise.measure(signal, dwell_s, self._rng)
-            if self.noise
-            else noise.expected(signal, dwell_s)
-        )
+        if self.noise:
+            rng = np.random.default_rng([self._seed, i, j, int(self.visits[i, j])])
+            spectrum = noise.measure(signal, dwell_s, rng)
+        else:
+            spectrum = noise.expected(signal, dwell_s)
+        self.visits[i, j] += 1
         self._pass_time(dwell_s + self.behaviour.overhead_s, wall=self.realtime)
         spectrum = np.asarray(spectrum, dtype=np.float32)
         if fault is not None:

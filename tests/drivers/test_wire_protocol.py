@@ -216,6 +216,7 @@ def test_description_to_dict_has_the_documented_fields(description_factory):
         "probe_limits": (0.0, 7.0, 0.0, 5.0),
         "forbidden_regions": (),
         "overview_channels": ("overview",),
+        "saturation_level": None,
         "field_of_view": (4.0, 3.0),  # 8 columns, 6 rows of 0.5 nm
     }
 

@@ -71,15 +71,24 @@ def test_defaults_reproduce_the_ideal_instrument_exactly(sample):
     assert microscope.clock_s == pytest.approx(12 * 0.3)
 
 
-def test_defaults_keep_the_noise_stream_of_the_seed(sample):
-    """Noisy acquisitions are sample.noise.measure drawn from default_rng(seed), as before."""
+def test_the_noise_is_keyed_by_seed_pixel_and_visit(sample):
+    """Noise from default_rng([seed, i, j, visit]): the same whatever was measured before."""
     microscope = SimulatedMicroscope(sample, seed=9)
-    rng = np.random.default_rng(9)
-    for x, y in [(5.0, 35.0), (40.2, 20.9), (5.0, 35.0)]:
+    visits = [(5.0, 35.0, 0), (40.2, 20.9, 0), (5.0, 35.0, 1)]
+    for x, y, visit in visits:
         microscope.move_probe(x, y)
         i, j = sample.spectrum_pixel(round(y), round(x))
+        rng = np.random.default_rng([9, i, j, visit])
         expected = sample.noise.measure(sample.signal[i, j], 0.05, rng)
         np.testing.assert_array_equal(microscope.acquire(0.05).spectrum, expected)
+    fresh = SimulatedMicroscope(sample, seed=9)  # a restarted instrument, in another order
+    fresh.move_probe(40.2, 20.9)
+    again = fresh.acquire(0.05).spectrum
+    microscope = SimulatedMicroscope(sample, seed=9)
+    microscope.move_probe(5.0, 35.0)
+    microscope.acquire(0.05)
+    microscope.move_probe(40.2, 20.9)
+    np.testing.assert_array_equal(microscope.acquire(0.05).spectrum, again)
 
 
 # -- the instrument clock and drift -----------------------------------------------------------

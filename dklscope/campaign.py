@@ -1,8 +1,20 @@
-"""`Campaign`: the active-learning loop against one instrument.
+"""`Campaign`: the active-learning loop against one instrument, durable and resumable.
 
-Each step: choose a candidate (at random for the first ``budget.seed_points``, then by the
-policy on a freshly fitted model), move the probe there, acquire a spectrum, scalarize it and
-commit it to the journal, all before the next step begins.
+A campaign *decides* points (at random for the first ``budget.seed_points``, then by the policy
+on a freshly fitted model) and *measures* them (move, acquire, scalarize). Each decision is
+committed to the journal before its first move, each measurement before the next move, and the
+model learner's state with every decision; so a campaign killed at any instant resumes from its
+journal (`Campaign` on a journal that already holds one) exactly where it stopped: decided but
+unmeasured points are measured first, in order, and nothing is measured twice.
+
+`run` pipelines: while the instrument measures point k, the model is refitted and point k+1
+chosen, with k treated as a pending observation at the model's own prediction (the "kriging
+believer": the mean is unchanged, the variance around k shrinks, so the policy looks elsewhere).
+Decisions depend on the data in a fixed pattern (the decision for k+1 sees the measurements
+before k), never on timing, so a pipelined campaign is as reproducible as a sequential one.
+
+Randomness (seed points, Thompson sampling) comes from a generator seeded by ``(config.seed,
+decision number)``, so it too survives a restart.
 """
 
 from __future__ import annotations
@@ -14,49 +26,100 @@ import math
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, ModelConfig
+from .config import Config, ConfigError, ModelConfig, from_dict
 from .dkl import DKLLearner, DKLModel, posterior_mean_std
-from .drivers import InstrumentDescription, MicroscopeClient
-from .journal import Journal, Measurement
+from .drivers import (
+    Acquisition,
+    InstrumentDescription,
+    InstrumentError,
+    InstrumentTimeout,
+    MicroscopeClient,
+    ProtocolError,
+)
+from .journal import EMBEDDING_NAME, JOURNAL_NAME, DecisionRecord, Journal, Measurement
 from .patches import grid_patches
-from .policies import Decision, Policy, PolicyState, build_policy, decide
-from .scalarizers import build_scalarizer, check_scalarizer
+from .policies import Policy, PolicyState, build_policy, decide
+from .scalarizers import Scalarizer, build_scalarizer, check_scalarizer
 
 if TYPE_CHECKING:
     from .embeddings import ModelEmbedding
+    from .progress import ProgressPublisher
 
 log = logging.getLogger(__name__)
+
+
+UNREACHABLE = "not moved"  # the error of a point that drift has taken out of the probe's reach
+
+
+class CampaignError(Exception):
+    """The campaign cannot go on with this instrument or journal (say which and why)."""
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """A measurement under way in the instrument thread."""
+
+    decision: DecisionRecord
+    attempt: int
+    x: float
+    y: float
+    t_requested: float
+    idle_s: float | None
+    result: Future  # of (Acquisition | None, error | None, t_done)
 
 
 class Campaign:
     """One campaign: ``config`` run on the instrument behind ``client``, recorded in ``journal``.
 
-    Reads the instrument's description and overview, cuts the candidate patches and writes the
-    campaign's metadata to the journal. Call `step` for one measurement or `run` for all.
+    On a new journal: reads the instrument's description and overview and writes them, the
+    config and the software versions. On a journal that holds a campaign: continues it, with the
+    description, the reference overview, the decisions, the measurements and the model state
+    read back (``client`` None: read-only, for reports; see `from_journal`).
+
+    Everything is built from ``config`` unless given: ``embedding`` (a trained
+    `ModelEmbedding`), ``learner`` (a `DKLLearner` over the candidates' inputs), ``policy``
+    and ``scalarizer`` (any objects with their protocols). ``publisher`` receives progress
+    events. `step` measures one decision; `run` goes on until a stop criterion is met.
     """
 
     def __init__(
         self,
         config: Config,
-        client: MicroscopeClient,
+        client: MicroscopeClient | None,
         journal: Journal,
         *,
         config_text: str = "",
+        embedding: ModelEmbedding | None = None,
         embedding_path: str | Path | None = None,
+        learner: DKLLearner | None = None,
+        policy: Policy | None = None,
+        scalarizer: Scalarizer | None = None,
+        publisher: ProgressPublisher | None = None,
     ) -> None:
         self.config, self.client, self.journal = config, client, journal
-        self.description = client.describe()
+        self.publisher = publisher
+        resuming = not journal.is_new
+        if resuming:
+            self.description = InstrumentDescription.from_dict(journal.metadata("instrument"))
+            self.overview = np.asarray(journal.array("overview"), dtype=np.float64)
+            if client is not None:
+                _check_same_instrument(self.description, client.describe())
+        else:
+            if client is None:
+                raise CampaignError(f"{journal.path} holds no campaign to read")
+            self.description = client.describe()
+            self.overview = np.asarray(client.get_overview(), dtype=np.float64)
         check_config_against(config, self.description)
         self.axis = self.description.spectral_axis.values()
-        self.scalarizer = build_scalarizer(config.scalarizer)
-        self.overview = np.asarray(client.get_overview(), dtype=np.float64)
+        self.scalarizer: Scalarizer = scalarizer or build_scalarizer(config.scalarizer)
         self.patches = grid_patches(
             self.overview,
             config.patches.size,
@@ -65,183 +128,513 @@ class Campaign:
         )
         # Standardised with the whole overview's statistics, so brightness stays informative.
         scaled = (self.patches.data - self.overview.mean()) / (self.overview.std() or 1.0)
-        self.embedding: ModelEmbedding | None = None
-        if config.embedding.kind != "none":
-            self.embedding = _embedding(config, scaled, journal, embedding_path)
+        self.embedding = embedding
+        if self.embedding is None and config.embedding.kind != "none":
+            self.embedding = _embedding(config, scaled, journal, embedding_path, resuming)
         self.candidates, network = _model_inputs(config.model, scaled, self.embedding)
+        self.positions = np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float)
+        self.policy: Policy = policy or build_policy(config.policy)
+        self.learner = learner or _learner(config, self.candidates.shape[1], network)
+        self.model: DKLModel | None = None  # the last model fitted
 
-        self.policy: Policy = build_policy(config.policy)
-        self._pending: list[Decision] = []  # chosen with the last decision, not yet measured
-        m = config.model
-        self.learner = DKLLearner(
-            self.candidates.shape[1],
-            network=network,
-            freeze_network=m.input == "frozen_encoder",
-            hidden=m.hidden,
-            feature_dim=m.feature_dim,
-            kernel=m.kernel,
-            noise_floor=m.noise_floor,
-            first_fit_iterations=m.first_fit_iterations,
-            refit_iterations=m.refit_iterations,
-            full_refit_every=m.full_refit_every,
-            train_subset=m.train_subset,
-            learning_rate=m.learning_rate,
-            seed=config.seed,
+        if not resuming:
+            with journal.transaction():
+                journal.set_metadata("config", config.to_dict())
+                journal.set_metadata("config_text", config_text)
+                journal.set_metadata("instrument", self.description.to_dict())
+                journal.set_metadata("versions", _versions())
+                journal.set_array("overview", self.overview.astype(np.float32))
+        self.decisions: list[DecisionRecord] = journal.decisions()
+        self.history: list[Measurement] = journal.measurements()
+        if checkpoints := journal.checkpoints():
+            self.learner.load_state_bytes(checkpoints[-1][1])
+        finished = {m.decision for m in self.history if m.status != "retried"}
+        self._queue = [d for d in self.decisions if d.number not in finished]
+        # Candidates that may not be chosen: decided already, or where the probe may not go.
+        self.taken = np.array(
+            [self.description.check_position(x, y) is not None for x, y in self.positions]
         )
-        self.rng = np.random.default_rng(config.seed)
-        self.measured = np.zeros(len(self.patches), dtype=bool)
-        self.history: list[Measurement] = []
-        self.step_latencies_s: list[float] = []
-        self.model: DKLModel | None = None
+        self.taken[[d.candidate for d in self.decisions]] = True
+        drifts = journal.events("drift")
+        self.drift_px = (drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0)
+        self._drift_checked_at = drifts[-1]["after_seq"] if drifts else 0
+        self.stop_reason: str | None = None
+        self._stop_requested = False
+        self._started = time.monotonic()
+        self._last_done: float | None = None  # the instrument's last reply in this run, Unix s
+        if resuming and client is not None:
+            log.info(
+                "resuming: %d decisions, %d measurements, %d to measure first",
+                len(self.decisions),
+                len(self.history),
+                len(self._queue),
+            )
 
-        journal.set_metadata("config", config.to_dict())
-        journal.set_metadata("config_text", config_text)
-        journal.set_metadata("instrument", self.description.to_dict())
-        journal.set_metadata("versions", _versions())
-        journal.set_array("overview", self.overview.astype(np.float32))
+    @classmethod
+    def from_journal(cls, folder: str | Path) -> Campaign:
+        """The campaign recorded in ``folder`` (its journal and embedding), read-only."""
+        folder = Path(folder)
+        path = folder / JOURNAL_NAME
+        if not path.is_file():
+            raise CampaignError(f"{folder} holds no {JOURNAL_NAME}")
+        journal = Journal(path)
+        try:
+            config = from_dict(Config, journal.metadata("config"))
+        except (KeyError, ConfigError) as exc:
+            journal.close()
+            raise CampaignError(f"{path}: no readable config: {exc}") from None
+        return cls(config, None, journal, embedding_path=folder / EMBEDDING_NAME)
 
     # -- state --------------------------------------------------------------------------------
 
     @property
     def n_planned(self) -> int:
-        """Measurements the budget allows, capped by the number of candidates."""
+        """Decisions the budget allows, capped by the number of candidates."""
         return min(self.config.budget.seed_points + self.config.budget.steps, len(self.patches))
 
     @property
     def done(self) -> bool:
-        return len(self.history) >= self.n_planned
+        """Whether a stop criterion is met (`stop_reason` says which)."""
+        self.stop_reason = self.stop_reason or self._stop_criterion()
+        return self.stop_reason is not None
+
+    def ok_measurements(self) -> list[Measurement]:
+        """Successful measurements with a finite scalar, in order: what the model learns from."""
+        return [m for m in self.history if m.ok and math.isfinite(m.scalar)]
 
     def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``n x d`` and scalars ``(n,)`` of every measurement with a finite scalar."""
-        good = [m for m in self.history if math.isfinite(m.scalar)]
+        """Inputs ``n x d`` and scalars ``(n,)`` of every successful measurement."""
+        good = self.ok_measurements()
         X = self.candidates[[m.candidate for m in good]]
         return X, torch.tensor([m.scalar for m in good], dtype=torch.float64)
 
     def best(self) -> Measurement | None:
         """The measurement with the largest scalar so far."""
-        good = [m for m in self.history if math.isfinite(m.scalar)]
-        return max(good, key=lambda m: m.scalar, default=None)
+        return max(self.ok_measurements(), key=lambda m: m.scalar, default=None)
+
+    def unavailable(self) -> np.ndarray:
+        """(N,) bool: candidates that may not be chosen now: decided already, or where the probe
+        may not go (outside the limits or in a forbidden region, drift correction included)."""
+        if self.drift_px == (0.0, 0.0):
+            return self.taken.copy()
+        dx, dy = self.drift_px
+        check = self.description.check_position
+        return self.taken | np.array([check(x + dx, y + dy) is not None for x, y in self.positions])
+
+    @property
+    def n_failed(self) -> int:
+        return sum(m.status == "failed" for m in self.history)
+
+    def request_stop(self) -> None:
+        """Stop after the measurement under way is journaled (what Ctrl-C does); resumable."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def _stop_criterion(self) -> str | None:
+        budget, stop = self.config.budget, self.config.stop
+        if self._stop_requested:
+            return "interrupted"
+        if not self._queue and len(self.decisions) >= self.n_planned:
+            return "budget of steps spent"
+        if not self._queue and self.unavailable().all():
+            return "every candidate measured or out of reach"
+        best = self.best()
+        if stop.target is not None and best is not None and best.scalar >= stop.target:
+            return f"target {stop.target:g} reached"
+        if budget.dose_s is not None:
+            dose = sum(m.dwell_s for m in self.history)
+            if dose + self.config.dwell_s > budget.dose_s * (1 + 1e-9):
+                return f"dose budget {budget.dose_s:g} s spent"
+        if budget.wall_s is not None and time.monotonic() - self._started >= budget.wall_s:
+            return f"wall time {budget.wall_s:g} s spent"
+        return None
 
     # -- running ------------------------------------------------------------------------------
 
     def step(self) -> Measurement:
-        """Decide, move, acquire, scalarize and journal one measurement."""
+        """Decide (or take the next decided point), measure it, retrying as ``runner.on_failure``
+        says, and journal every attempt; returns the last attempt. No pipelining."""
         if self.done:
-            raise RuntimeError("the campaign's budget is spent")
-        t0 = time.perf_counter()
-        seeding = len(self.history) < self.config.budget.seed_points
-        decision = self._seed_decision() if seeding else self._decide()
-        t_decided = time.time()
-        decision_latency = time.perf_counter() - t0
+            raise RuntimeError(f"the campaign has stopped: {self.stop_reason}")
+        self._require_instrument()
+        if not self._queue:
+            self._decide(in_flight=None)
+            if self.done:  # the model said stop (stop.max_std)
+                raise RuntimeError(f"the campaign has stopped: {self.stop_reason}")
+        decision, attempt = self._queue.pop(0), 0
+        while True:
+            m = self._finish(self._submit(decision, attempt, None))
+            if m.status != "retried":
+                return m
+            attempt += 1
 
-        row, col = int(self.patches.rows[decision.index]), int(self.patches.cols[decision.index])
-        x_read, y_read = self.client.move(col, row)
-        acq = self.client.acquire(self.config.dwell_s)
-        scalar = float(self.scalarizer(acq.spectrum, self.axis))
-        if not math.isfinite(scalar):
-            log.warning(
-                "non-finite scalar at (x=%d, y=%d): kept in the journal, not fitted", col, row
-            )
+    def run(self, on_step: Callable[[Measurement], None] | None = None) -> str:
+        """Measure until a stop criterion is met; returns why it stopped. ``on_step`` sees each
+        journaled attempt. With ``runner.pipeline`` the next point is chosen while the
+        instrument measures (see the module's documentation)."""
+        self._require_instrument()
+        self._started, self._last_done = time.monotonic(), None
+        self.stop_reason, self._stop_requested = None, False
+        self._publish("started", n_planned=self.n_planned, resumed=bool(self.history))
+        self.journal.log_event("run_started", measurements=len(self.history))
+        with ThreadPoolExecutor(1, thread_name_prefix="dklscope-instrument") as instrument:
+            flight: _InFlight | None = None
+            while True:
+                if flight is None:
+                    if self.done:
+                        break
+                    self._maybe_correct_drift()
+                    if not self._queue:
+                        self._decide(in_flight=None)
+                        if self.done:
+                            break
+                    flight = self._submit(self._queue.pop(0), 0, instrument)
+                if self.config.runner.pipeline and not self._queue and self._may_decide():
+                    self._decide(in_flight=flight.decision)
+                m = self._finish(flight)
+                flight = None
+                if m.status == "retried":
+                    flight = self._submit(self.decisions[m.decision], m.attempt + 1, instrument)
+                elif m.status == "failed" and self.config.runner.on_failure == "stop":
+                    self.stop_reason = f"measurement {m.seq} failed: {m.error}"
+                if on_step is not None:
+                    on_step(m)
+        reason = self.stop_reason or "stopped"
+        self.journal.log_event("run_stopped", reason=reason, measurements=len(self.history))
+        self._publish("stopped", reason=reason, n_measurements=len(self.history))
+        log.info("campaign stopped: %s", reason)
+        return reason
 
-        m = Measurement(
-            seq=len(self.history),
-            kind="seed" if seeding else "policy",
-            candidate=decision.index,
-            x=float(col),
-            y=float(row),
-            x_read=acq.x if math.isfinite(acq.x) else x_read,
-            y_read=acq.y if math.isfinite(acq.y) else y_read,
-            dwell_s=acq.dwell_s,
-            spectrum=acq.spectrum,
-            scalar=scalar,
-            acquisition_value=None if seeding else decision.acquisition_value,
-            predicted_mean=None if seeding else decision.predicted_mean,
-            predicted_std=None if seeding else decision.predicted_std,
-            t_decided=t_decided,
-            t_acquired=acq.timestamp,
-            decision_latency_s=decision_latency,
+    def _require_instrument(self) -> None:
+        if self.client is None:
+            raise CampaignError("this campaign was read from its journal: it has no instrument")
+
+    def _may_decide(self) -> bool:
+        """Whether deciding ahead is worth it: the budget allows more and nothing says stop."""
+        return (
+            len(self.decisions) < self.n_planned
+            and not self._stop_requested
+            and self.stop_reason is None
+            and not self.unavailable().all()
         )
-        self.journal.record(m)  # on disk before the next move is asked for
-        self.measured[decision.index] = True
-        self.history.append(m)
-        self.step_latencies_s.append(time.perf_counter() - t0)
-        return m
 
-    def run(self, on_step: Callable[[Measurement], None] | None = None) -> None:
-        """Step until the budget is spent; ``on_step`` sees each new measurement."""
-        while not self.done:
-            m = self.step()
-            if on_step is not None:
-                on_step(m)
+    # -- deciding -----------------------------------------------------------------------------
 
-    def _seed_decision(self) -> Decision:
-        return Decision(int(self.rng.choice(np.flatnonzero(~self.measured))))
+    def _decide(self, in_flight: DecisionRecord | None) -> None:
+        """Choose the next point(s), journal them (with the learner's state) and queue them;
+        ``in_flight`` is being measured and counts as pending. May set `stop_reason` instead
+        (``stop.max_std``)."""
+        number = len(self.decisions)
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([self.config.seed, number])
+        good = self.ok_measurements()
+        if number < self.config.budget.seed_points:
+            choice = int(rng.choice(np.flatnonzero(~self.unavailable())))
+            chosen = [(choice, None, None, None)]
+            kind = "seed"
+        else:
+            kind = "policy"
+            pending = [in_flight.candidate] if in_flight is not None else []
+            state = self.policy_state(rng, pending)
+            if self.stop_reason is not None:
+                return
+            chosen = [
+                (
+                    d.index,
+                    _or_none(d.acquisition_value),
+                    _or_none(d.predicted_mean),
+                    _or_none(d.predicted_std),
+                )
+                for d in decide(self.policy, state)
+            ][: self.n_planned - number]  # a batch never outruns the budget
+        latency = time.perf_counter() - t0
+        records = [
+            DecisionRecord(
+                number=number + i,
+                kind=kind,
+                candidate=index,
+                x=float(self.positions[index, 0]),
+                y=float(self.positions[index, 1]),
+                acquisition_value=value,
+                predicted_mean=mean,
+                predicted_std=std,
+                n_train=len(good),
+                t_decided=time.time(),
+                latency_s=latency,
+            )
+            for i, (index, value, mean, std) in enumerate(chosen)
+        ]
+        with self.journal.transaction():  # on disk before the first move towards them
+            for record in records:
+                self.journal.record_decision(record)
+            if kind == "policy" and self.policy.needs_model:
+                self.journal.save_checkpoint(
+                    number,
+                    self.learner.state_bytes(),
+                    keep_every=self.config.runner.checkpoint_every,
+                )
+        self.decisions += records
+        self._queue += records
+        self.taken[[r.candidate for r in records]] = True
 
-    def _decide(self) -> Decision:
-        """The next point of the policy's last batch, or else a new decision."""
-        while self._pending:
-            decision = self._pending.pop(0)
-            if not self.measured[decision.index]:
-                return decision
+    def policy_state(
+        self, rng: np.random.Generator | None = None, pending: list[int] | None = None
+    ) -> PolicyState:
+        """What the policy sees now, refitting the model first if the policy needs one.
+
+        ``pending`` candidates are being measured: they may not be chosen, and the model is
+        conditioned on them at its own predicted mean. Sets `stop_reason` when ``stop.max_std``
+        says the model has nothing left to learn.
+        """
+        pending = pending or []
+        model = None
         if self.policy.needs_model:
             self.model = self.learner.fit(*self.training_data())
-        decision, *self._pending = decide(self.policy, self.policy_state())
-        return decision
-
-    def policy_state(self) -> PolicyState:
-        """What the policy sees now (the model is the last one fitted, if it needs one)."""
-        good = [m for m in self.history if math.isfinite(m.scalar)]
+            model = self.model
+            if (threshold := self.config.stop.max_std) is not None:
+                free = ~self.unavailable()
+                _, std = posterior_mean_std(model, self.candidates[free])
+                if std.max() < threshold:
+                    self.stop_reason = f"largest predictive std {std.max():.4g} < {threshold:g}"
+            if pending:
+                model = model.condition_on_pending(self.candidates[pending])
+        good = self.ok_measurements()
         best = self.best()
         return PolicyState(
-            model=self.model if self.policy.needs_model else None,
+            model=model,
             candidates=self.candidates,
-            positions=np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float),
-            measured=self.measured.copy(),
+            positions=self.positions,
+            measured=self.unavailable(),
             scalars=np.array([m.scalar for m in good], dtype=np.float64),
             measured_indices=np.array([m.candidate for m in good], dtype=np.intp),
             best_f=best.scalar if best else -math.inf,
-            step=sum(m.kind == "policy" for m in self.history),
-            rng=self.rng,
+            step=sum(d.kind == "policy" for d in self.decisions),
+            rng=rng if rng is not None else np.random.default_rng(self.config.seed),
             q=self.config.policy.q,
+            pending=np.array(pending, dtype=np.intp),
         )
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
-        """Refit on all measurements; predicted mean and std at every candidate, each (N,)."""
-        self.model = self.learner.fit(*self.training_data())
+        """Refit on all measurements; predicted mean and std at every candidate, each (N,).
+        The learner's state is restored afterwards, so a later decision is unaffected."""
+        saved = self.learner.state_bytes()
+        try:
+            self.model = self.learner.fit(*self.training_data())
+        finally:
+            self.learner.load_state_bytes(saved)
         return posterior_mean_std(self.model, self.candidates)
+
+    # -- measuring ----------------------------------------------------------------------------
+
+    def target(self, decision: DecisionRecord) -> tuple[float, float]:
+        """Where to send the probe for ``decision``: its position plus the estimated drift."""
+        dx, dy = self.drift_px
+        return decision.x + dx, decision.y + dy
+
+    def _submit(
+        self, decision: DecisionRecord, attempt: int, instrument: ThreadPoolExecutor | None
+    ) -> _InFlight:
+        """Start measuring ``decision`` (in ``instrument``'s thread, or here and now)."""
+        x, y = self.target(decision)
+        now = time.time()
+        idle = None if self._last_done is None or instrument is None else now - self._last_done
+        if (why := self.description.check_position(x, y)) is not None:  # drifted out of reach
+            result: Future = Future()
+            result.set_result((None, f"{UNREACHABLE}: {why}", now))
+        elif instrument is None:
+            result = Future()
+            result.set_result(self._move_and_acquire(x, y))
+        else:
+            result = instrument.submit(self._move_and_acquire, x, y)
+        return _InFlight(decision, attempt, x, y, now, idle, result)
+
+    def _move_and_acquire(self, x: float, y: float) -> tuple[Acquisition | None, str | None, float]:
+        """Move to ``(x, y)`` and acquire, in one request; an instrument error is returned."""
+        assert self.client is not None
+        try:
+            (acq,) = self.client.measure([(x, y)], self.config.dwell_s)
+        except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
+            return None, str(exc), time.time()
+        return acq, None, time.time()
+
+    def _finish(self, flight: _InFlight) -> Measurement:
+        """Wait for ``flight``, scalarize, journal (committed before returning) and report."""
+        acq, error, t_done = flight.result.result()
+        self._last_done = t_done
+        d = flight.decision
+        spectrum = np.zeros(0, np.float32) if acq is None else acq.spectrum
+        if acq is not None:
+            error = _spectrum_problem(spectrum, self.description.saturation_level)
+        scalar = float(self.scalarizer(spectrum, self.axis)) if error is None else math.nan
+        if error is None and not math.isfinite(scalar):
+            log.warning("non-finite scalar at (x=%g, y=%g): journaled, not fitted", d.x, d.y)
+        runner = self.config.runner
+        status = "ok"
+        if error is not None:
+            retry = (
+                runner.on_failure == "retry"
+                and flight.attempt < runner.retries
+                and not error.startswith(UNREACHABLE)
+            )
+            status = "retried" if retry else "failed"
+            log.warning("measurement at (x=%.1f, y=%.1f) %s: %s", flight.x, flight.y, status, error)
+        m = Measurement(
+            seq=len(self.history),
+            decision=d.number,
+            kind=d.kind,
+            candidate=d.candidate,
+            x=flight.x,
+            y=flight.y,
+            x_read=acq.x if acq is not None else math.nan,
+            y_read=acq.y if acq is not None else math.nan,
+            dwell_s=acq.dwell_s if acq is not None else self.config.dwell_s,
+            spectrum=spectrum,
+            scalar=scalar,
+            acquisition_value=d.acquisition_value,
+            predicted_mean=d.predicted_mean,
+            predicted_std=d.predicted_std,
+            t_decided=d.t_decided,
+            t_acquired=acq.timestamp if acq is not None else math.nan,
+            decision_latency_s=d.latency_s,
+            status=status,
+            attempt=flight.attempt,
+            error=error,
+            t_requested=flight.t_requested,
+            t_done=t_done,
+            idle_s=flight.idle_s,
+        )
+        self.journal.record(m)  # on disk before the next move is asked for
+        self.history.append(m)
+        best = self.best()
+        fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "spectrum"}
+        self._publish("measurement", **fields, best=best.scalar if best else None)
+        return m
+
+    # -- drift --------------------------------------------------------------------------------
+
+    def _maybe_correct_drift(self) -> None:
+        every = self.config.runner.drift_every
+        if every and len(self.history) - self._drift_checked_at >= every:
+            self.correct_drift()
+
+    def correct_drift(self) -> tuple[float, float]:
+        """Re-acquire the overview, register it to the reference one by phase correlation and
+        shift every later move by the specimen's displacement ``(dx, dy)``, overview pixels;
+        journaled (the image as ``overview.N``, the shift as a ``drift`` event)."""
+        from skimage.registration import phase_cross_correlation
+
+        self._require_instrument()
+        assert self.client is not None
+        image = np.asarray(self.client.get_overview(), dtype=np.float64)
+        self._last_done = time.time()
+        if image.shape != self.overview.shape:
+            raise CampaignError(
+                f"the re-acquired overview is {image.shape}, the reference {self.overview.shape}"
+            )
+        shift, error, _ = phase_cross_correlation(self.overview, image, upsample_factor=20)
+        dy, dx = -float(shift[0]), -float(shift[1])  # the content moved by (dx, dy)
+        n = len(self.journal.events("drift")) + 1
+        with self.journal.transaction():
+            self.journal.set_array(f"overview.{n}", image.astype(np.float32))
+            self.journal.log_event(
+                "drift", dx=dx, dy=dy, error=float(error), after_seq=len(self.history), image=n
+            )
+        self.drift_px, self._drift_checked_at = (dx, dy), len(self.history)
+        log.info("drift: the specimen moved by (dx=%.2f, dy=%.2f) px", dx, dy)
+        self._publish("drift", dx=dx, dy=dy, after_seq=len(self.history))
+        return dx, dy
+
+    def _publish(self, event: str, **fields: Any) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(event, **fields)
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _spectrum_problem(spectrum: np.ndarray, saturation_level: float | None) -> str | None:
+    """Why ``spectrum`` cannot be used, or None."""
+    if not np.all(np.isfinite(spectrum)):
+        return f"{int(np.sum(~np.isfinite(spectrum)))} non-finite channels"
+    if saturation_level is not None and spectrum.size and spectrum.max() >= saturation_level:
+        return f"saturated: {int(np.sum(spectrum >= saturation_level))} channels at full scale"
+    return None
+
+
+def _check_same_instrument(journaled: InstrumentDescription, now: InstrumentDescription) -> None:
+    for key in ("name", "overview_shape", "pixel_size", "spectral_axis"):
+        if getattr(journaled, key) != getattr(now, key):
+            raise CampaignError(
+                f"the instrument differs from the journal's: {key} was "
+                f"{getattr(journaled, key)!r}, is {getattr(now, key)!r}"
+            )
+
+
+def _learner(config: Config, in_dim: int, network: nn.Module | None) -> DKLLearner:
+    m = config.model
+    return DKLLearner(
+        in_dim,
+        network=network,
+        freeze_network=m.input == "frozen_encoder",
+        hidden=m.hidden,
+        feature_dim=m.feature_dim,
+        kernel=m.kernel,
+        noise_floor=m.noise_floor,
+        first_fit_iterations=m.first_fit_iterations,
+        refit_iterations=m.refit_iterations,
+        full_refit_every=m.full_refit_every,
+        train_subset=m.train_subset,
+        learning_rate=m.learning_rate,
+        seed=config.seed,
+    )
 
 
 def _embedding(
-    config: Config, patches: np.ndarray, journal: Journal, path: str | Path | None
+    config: Config,
+    patches: np.ndarray,
+    journal: Journal,
+    path: str | Path | None,
+    resuming: bool,
 ) -> ModelEmbedding:
-    """The embedding ``config.embedding`` asks for: read from its file, or trained on the
-    standardised candidate ``patches`` (N, size, size) and, with ``path``, saved there."""
+    """The embedding ``config.embedding`` asks for: read from its file (or, resuming, from
+    ``path``), or trained on the standardised candidate ``patches`` (N, size, size) and, with
+    ``path``, saved there."""
     from .embeddings import EmbeddingConfig, ModelEmbedding, TrainerConfig, build_embedding
 
     section = config.embedding
     if section.load is not None:
         embedding = ModelEmbedding.load(section.load)
         log.info("embedding read from %s", section.load)
-    else:
-        embedding = build_embedding(
-            EmbeddingConfig(
-                kind=section.kind,
-                latent_dim=section.latent_dim,
-                seed=config.seed,
-                trainer=TrainerConfig(epochs=section.epochs, seed=config.seed, progress=False),
+        return embedding
+    if resuming:
+        if path is None or not Path(path).is_file():
+            raise CampaignError(
+                f"the campaign's embedding {path} is missing: the model's inputs cannot be rebuilt"
             )
+        return ModelEmbedding.load(path)
+    embedding = build_embedding(
+        EmbeddingConfig(
+            kind=section.kind,
+            latent_dim=section.latent_dim,
+            seed=config.seed,
+            trainer=TrainerConfig(epochs=section.epochs, seed=config.seed, progress=False),
         )
-        started = time.perf_counter()
-        history = embedding.fit(patches[:, None].astype(np.float32))
-        log.info(
-            "%s trained on %d patches in %.1f s",
-            section.kind,
-            len(patches),
-            time.perf_counter() - started,
-        )
-        journal.set_metadata("embedding_training", dataclasses.asdict(history))
-        if path is not None:
-            embedding.save(path)
+    )
+    started = time.perf_counter()
+    history = embedding.fit(patches[:, None].astype(np.float32))
+    log.info(
+        "%s trained on %d patches in %.1f s",
+        section.kind,
+        len(patches),
+        time.perf_counter() - started,
+    )
+    journal.set_metadata("embedding_training", dataclasses.asdict(history))
+    if path is not None:
+        embedding.save(path)
     return embedding
 
 

@@ -9,24 +9,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config, ConfigError, SimulatorConfig, load_config
+from .journal import EMBEDDING_NAME, JOURNAL_NAME
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from .campaign import Campaign
-    from .journal import Measurement
+    from .journal import Journal, Measurement
     from .simulators import Sample
 
 log = logging.getLogger("dklscope")
 
-JOURNAL_NAME = "journal.sqlite"
 HEARTBEAT_S = 1.0  # the campaign's heartbeat to the instrument, seconds
 
 
@@ -54,12 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("config", type=Path, help="campaign YAML file, e.g. configs/quickstart.yaml")
-    run.add_argument(
-        "--out",
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (created; must not hold a journal)"
+    )
+    where.add_argument(
+        "--resume",
         type=Path,
-        required=True,
         metavar="DIR",
-        help="output folder (created; must not hold a journal yet)",
+        help="continue the campaign recorded in DIR (after a crash, a kill or Ctrl-C)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: go on although CONFIG differs from the journal's (journaled)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -112,6 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
 
+    report = commands.add_parser(
+        "report",
+        help="plots and summary.json of a campaign folder",
+        description=(
+            "Draw the plots (visits, predicted maps, scalar and best so far, latency and idle "
+            "timeline, latent space, example spectra) and write summary.json for the campaign "
+            "recorded in DIR, from its journal alone (running, finished or interrupted)."
+        ),
+    )
+    report.add_argument("dir", type=Path, help="the campaign's output folder")
+    report.add_argument("--out", type=Path, metavar="FOLDER", help="write there (default: DIR)")
+    export = commands.add_parser(
+        "export",
+        help="a campaign's data as HDF5 or npz",
+        description=(
+            "Write the overview(s), positions, spectra, scalars and predictions of the campaign "
+            "in DIR to one file (layout: docs/export.md)."
+        ),
+    )
+    export.add_argument("dir", type=Path, help="the campaign's output folder")
+    export.add_argument("--to", choices=("h5", "npz"), default="h5", help="format (default h5)")
+    export.add_argument(
+        "--file", type=Path, metavar="FILE", help="where (default: DIR/campaign.h5 or .npz)"
+    )
+
     from .benchmarks import add_parsers
 
     add_parsers(commands)
@@ -159,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "sample":
             return _sample_show(args)
+        if args.command in ("report", "export"):
+            return _report(args)
         if args.command == "keys":
             return _keys(args)
         if args.command == "conformance":
@@ -197,20 +234,35 @@ def _stderr_console() -> Console:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    out: Path = args.out
-    if (out / JOURNAL_NAME).exists():
-        return _usage_error(f"{out} already holds a campaign journal; choose another --out")
+    out: Path = args.resume or args.out
+    if args.resume is not None and not (out / JOURNAL_NAME).is_file():
+        return _usage_error(f"--resume {out}: no {JOURNAL_NAME} there")
+    if args.resume is None and (out / JOURNAL_NAME).exists():
+        return _usage_error(
+            f"{out} already holds a campaign journal; choose another --out, or --resume it"
+        )
+    if args.force and args.resume is None:
+        return _usage_error("--force goes with --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _usage_error(f"--out {out}: {exc.strerror}")
 
     # Heavy imports (torch) only once the config is known to be good.
-    from .campaign import Campaign, check_config_against
+    from .campaign import Campaign, CampaignError, check_config_against
     from .drivers import InstrumentError, InstrumentTimeout, MicroscopeClient, ProtocolError
     from .instruments import build_sample, serve_simulator
-    from .journal import Journal
+    from .journal import Journal, JournalError
+    from .progress import ProgressPublisher
 
+    config_text = args.config.read_text(encoding="utf-8")
+    if args.resume is not None:
+        try:
+            with Journal(out / JOURNAL_NAME) as journal:
+                if status := _check_resumed_config(journal, config, args):
+                    return status
+        except (JournalError, sqlite3.DatabaseError) as exc:
+            return _usage_error(f"--resume {out}: {exc}")
     sim = config.instrument.simulator
     sample = build_sample(sim) if sim is not None else None
     connection = (
@@ -218,8 +270,14 @@ def _run(args: argparse.Namespace) -> int:
         if sim is not None and sample is not None
         else contextlib.nullcontext(config.instrument.address)
     )
+    try:
+        publish = config.runner.publish
+        publisher = ProgressPublisher(publish) if publish else contextlib.nullcontext()
+    except ValueError as exc:
+        return _usage_error(f"runner.publish: {exc}")
     t0 = time.perf_counter()
     with (
+        publisher as events,
         connection as address,
         MicroscopeClient(
             address, timeout_s=config.instrument.timeout_s, heartbeat_s=HEARTBEAT_S
@@ -236,16 +294,54 @@ def _run(args: argparse.Namespace) -> int:
                     config,
                     client,
                     journal,
-                    config_text=args.config.read_text(encoding="utf-8"),
-                    embedding_path=out / "embedding.pt",
+                    config_text=config_text,
+                    embedding_path=out / EMBEDDING_NAME,
+                    publisher=events,
                 )
                 status = _run_to_end(campaign, show_progress=not args.no_progress)
                 if campaign.history:
                     _write_results(campaign, out, sample, time.perf_counter() - t0)
-        except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
+        except (InstrumentError, InstrumentTimeout, ProtocolError, CampaignError) as exc:
             log.error("%s", exc)
             return 1
+    if status != 0:
+        log.warning("resume with: dklscope run %s --resume %s", args.config, out)
     return status
+
+
+def _check_resumed_config(journal: Journal, config: Config, args: argparse.Namespace) -> int:
+    """0 if ``config`` is the journal's, or differs and ``--force`` says go on (journaled);
+    else the exit code of a refusal."""
+    try:
+        journaled = journal.metadata("config")
+    except KeyError:
+        return 0  # killed before the campaign began: nothing to compare with
+    now = config.to_dict()
+    changed = sorted(_changed_keys(journaled, now))
+    if not changed:
+        return 0
+    if not args.force:
+        return _usage_error(
+            f"{args.config} differs from the config of the campaign in {args.resume} at "
+            f"{', '.join(changed)}; resume with the same config, or add --force"
+        )
+    log.warning("resuming with a changed config (--force): %s", ", ".join(changed))
+    with journal.transaction():
+        journal.log_event("config_changed", keys=changed, before=journaled, after=now)
+        journal.set_metadata("config", now)
+        journal.set_metadata("config_text", args.config.read_text(encoding="utf-8"))
+    return 0
+
+
+def _changed_keys(a: Any, b: Any, path: str = "") -> list[str]:
+    """The dotted keys where the plain-data configs ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            key
+            for k in sorted(set(a) | set(b))
+            for key in _changed_keys(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        ]
+    return [] if a == b else [path]
 
 
 def _simulator_of(config: Config) -> SimulatorConfig:
@@ -337,43 +433,78 @@ def _sample_show(args: argparse.Namespace) -> int:
 
 
 def _run_to_end(campaign: Campaign, *, show_progress: bool) -> int:
-    """Run the campaign; returns the exit code. Whatever was measured stays in the journal."""
+    """Run the campaign; returns the exit code. Whatever was measured stays in the journal.
+
+    The first Ctrl-C lets the measurement under way finish and be journaled, then stops (exit
+    130, resumable); a second one abandons it at once.
+    """
     from .drivers import InstrumentError, InstrumentTimeout, ProtocolError
 
+    def interrupt(signum: int, frame: object) -> None:
+        if campaign.stop_requested:
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: stopping after the measurement under way (Ctrl-C again: at once)")
+        campaign.request_stop()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        _run_with_progress(campaign, show=show_progress)
+        reason = _run_with_progress(campaign, show=show_progress)
     except (InstrumentError, InstrumentTimeout, ProtocolError) as exc:
         log.error("%s; %d measurements are in the journal", exc, len(campaign.history))
         return 1
     except KeyboardInterrupt:
         log.warning("interrupted; %d measurements are in the journal", len(campaign.history))
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if reason == "interrupted":
+        return 130
+    if reason.startswith("measurement"):  # runner.on_failure: stop
+        return 1
     return 0
 
 
 def _write_results(campaign: Campaign, out: Path, sample: Sample | None, wall_s: float) -> None:
     """``summary.json`` and the plots of a campaign with at least one measurement."""
-    from .report import ground_truth_figures, plot_prediction, plot_visits, summarize, write_summary
+    from .report import write_report
 
-    summary = summarize(campaign, wall_s)
-    if sample is not None:
-        summary["ground_truth"] = ground_truth_figures(campaign, sample)
-    write_summary(out / "summary.json", summary)
-    plot_visits(campaign, out / "visits.png")
-    plot_prediction(campaign, *campaign.predict(), out / "prediction.png")
-    best = summary["best_position"] or {}
+    write_report(campaign, out, wall_s=wall_s, sample=sample)
+    best = campaign.best()
     log.info(
         "%d measurements; best %s = %s at (x=%s, y=%s) px; summary in %s",
-        summary["n_measurements"],
+        len(campaign.history),
         campaign.config.scalarizer.kind,
-        summary["best_value"],
-        best.get("x_px"),
-        best.get("y_px"),
+        None if best is None else f"{best.scalar:.4g}",
+        None if best is None else best.x,
+        None if best is None else best.y,
         out / "summary.json",
     )
 
 
-def _run_with_progress(campaign: Campaign, *, show: bool) -> None:
+def _report(args: argparse.Namespace) -> int:
+    """``dklscope report DIR`` and ``dklscope export DIR``: from the journal alone."""
+    from .campaign import Campaign, CampaignError
+    from .journal import JournalError
+
+    try:
+        campaign = Campaign.from_journal(args.dir)
+    except (CampaignError, JournalError, sqlite3.DatabaseError) as exc:
+        return _usage_error(str(exc))
+    with campaign.journal:
+        if args.command == "report":
+            from .report import write_report
+
+            for path in write_report(campaign, args.out or args.dir):
+                log.info("wrote %s", path)
+            return 0
+        from .export import export_campaign
+
+        path = args.file or args.dir / f"campaign.{args.to}"
+        log.info("wrote %s", export_campaign(campaign, path, args.to))
+    return 0
+
+
+def _run_with_progress(campaign: Campaign, *, show: bool) -> str:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -384,20 +515,23 @@ def _run_with_progress(campaign: Campaign, *, show: bool) -> None:
         TextColumn("best {task.fields[best]}  step {task.fields[latency]}"),
     )
     with Progress(*columns, console=_stderr_console(), disable=not show) as progress:
-        task = progress.add_task("campaign", total=campaign.n_planned, best="-", latency="-")
+        done = len({m.decision for m in campaign.history if m.status != "retried"})
+        task = progress.add_task(
+            "campaign", total=campaign.n_planned, completed=done, best="-", latency="-"
+        )
 
         def update(m: Measurement) -> None:
             best = campaign.best()
             progress.update(
                 task,
-                advance=1,
+                advance=0 if m.status == "retried" else 1,
                 description="seeding" if m.kind == "seed" else "campaign",
                 best=f"{best.scalar:.4g}" if best else "-",
-                latency=f"{campaign.step_latencies_s[-1] * 1000:.0f} ms",
+                latency=f"{m.decision_latency_s * 1000:.0f} ms",
             )
-            log.debug("step %d: (x=%g, y=%g) scalar %.4g", m.seq, m.x, m.y, m.scalar)
+            log.debug("measurement %d: (x=%g, y=%g) scalar %.4g", m.seq, m.x, m.y, m.scalar)
 
-        campaign.run(on_step=update)
+        return campaign.run(on_step=update)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ class ConfigError(ValueError):
         self.path, self.message = path, message
 
 
+_ADDRESS = re.compile(r"tcp://[^\s:]+:\d{1,5}|ipc://\S+")  # a ZeroMQ endpoint
+
+
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(key, message)
@@ -111,7 +114,7 @@ class InstrumentConfig:
         )
         if self.address is not None:
             _check(
-                re.fullmatch(r"(tcp://[^\s:]+:\d{1,5}|ipc://\S+)", self.address) is not None,
+                _ADDRESS.fullmatch(self.address) is not None,
                 "address",
                 f"must look like tcp://host:port, got {self.address!r}",
             )
@@ -120,12 +123,66 @@ class InstrumentConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
+    """How much a campaign may measure; it stops at the first limit reached."""
+
     seed_points: int = 10  # random measurements before the model takes over
     steps: int = 25  # measurements chosen by the policy
+    wall_s: float | None = None  # seconds this run may take (a resumed run starts its own clock)
+    dose_s: float | None = None  # summed exposure of every attempt, seconds (dose / beam current)
 
     def __post_init__(self) -> None:
         _check(self.seed_points >= 2, "seed_points", f"must be >= 2, got {self.seed_points}")
         _check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        for key in ("wall_s", "dose_s"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, key, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """Stop early once the campaign has found what it was looking for."""
+
+    target: float | None = None  # a measured scalar at least this large (scalar units)
+    max_std: float | None = None  # the model's largest predictive std over unmeasured candidates
+    #                               below this (scalar units): nothing left worth learning
+
+    def __post_init__(self) -> None:
+        _check(
+            self.max_std is None or self.max_std > 0,
+            "max_std",
+            f"must be > 0, got {self.max_std}",
+        )
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the campaign drives the instrument."""
+
+    pipeline: bool = True  # choose the next point while the instrument measures this one
+    on_failure: Literal["retry", "skip", "stop"] = "retry"  # a failed measurement (timeout,
+    #   NaN or saturated spectrum): measure it again up to `retries` times, then skip; skip it
+    #   at once (kept in the journal, marked failed); or stop the campaign
+    retries: int = 2  # with on_failure: retry
+    drift_every: int = 0  # re-acquire the overview every this many measurements and correct
+    #                       positions by its shift against the first (0: never)
+    checkpoint_every: int = 10  # keep the model's state every this many decisions (the newest
+    #                             is always kept, for --resume)
+    publish: str | None = None  # tcp://host:port to publish progress events on (ZeroMQ PUB)
+
+    def __post_init__(self) -> None:
+        _check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+        _check(self.drift_every >= 0, "drift_every", f"must be >= 0, got {self.drift_every}")
+        _check(
+            self.checkpoint_every >= 0,
+            "checkpoint_every",
+            f"must be >= 0, got {self.checkpoint_every}",
+        )
+        if self.publish is not None:
+            _check(
+                _ADDRESS.fullmatch(self.publish) is not None,
+                "publish",
+                f"must look like tcp://host:port, got {self.publish!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -486,6 +543,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     embedding: EmbeddingSection = field(default_factory=EmbeddingSection)
+    stop: StopConfig = field(default_factory=StopConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def __post_init__(self) -> None:
         _check(self.dwell_s > 0, "dwell_s", f"must be > 0, got {self.dwell_s}")

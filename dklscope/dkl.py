@@ -14,6 +14,7 @@ between candidates.
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -142,6 +143,24 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         mean = constant + cross @ alpha
         variance = prior - (cross @ W).pow(2).sum(-1)
         return mean, variance.clamp_min(1e-12 * float(prior.detach().max()))
+
+    def condition_on_pending(self, X_pending: Tensor) -> DKLModel:
+        """A copy of this model that has also seen ``X_pending`` (``p x d``, points being
+        measured) at its own predicted mean: the "kriging believer". The predictive mean stays
+        the same everywhere; the variance shrinks around the pending points, so an acquisition
+        function looks elsewhere. The hyperparameters and the network are not refitted."""
+        if X_pending.shape[0] == 0:
+            return self
+        with torch.no_grad():
+            believed, _ = self.marginals(X_pending)
+        believer = copy.deepcopy(self)
+        believer.set_train_data(
+            torch.cat([self.train_inputs[0], X_pending]),
+            torch.cat([self.train_targets, believed]),
+            strict=False,
+        )
+        believer._marginal_cache = None
+        return believer
 
     def _factorise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         inputs, targets = self.train_inputs[0], self.train_targets
@@ -282,6 +301,28 @@ class DKLLearner:
     def reset(self) -> None:
         """Forget the learned weights: the next fit starts afresh."""
         self._state = None
+
+    def state_bytes(self) -> bytes:
+        """Everything the next fit depends on (weights and hyperparameters, the count of fits
+        since the last fresh start, the subset generator), serialised: a learner given these
+        bytes by `load_state_bytes` fits exactly as this one would."""
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "state": self._state,
+                "since_fresh": self._since_fresh,
+                "generator": self._generator.get_state(),
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def load_state_bytes(self, data: bytes) -> None:
+        """Continue from the state `state_bytes` wrote."""
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        self._state = saved["state"]
+        self._since_fresh = int(saved["since_fresh"])
+        self._generator.set_state(saved["generator"])
 
     def fit(self, X: Tensor, Y: Tensor) -> DKLModel:
         """A model of exactly these data: ``X`` is ``n x d``, ``Y`` is ``n`` or ``n x 1``."""

@@ -1,14 +1,21 @@
 """`Journal`: the campaign's durable record, one SQLite database in write-ahead-log mode.
 
-Every measurement is committed (and fsynced: ``synchronous=FULL``) before `record` returns,
-so the controller asks for the next move only once the last spectrum is on disk.
+Every write is committed (and fsynced: ``synchronous=FULL``) before the call returns, so the
+controller asks for the next move only once the last spectrum is on disk. `transaction`
+groups several writes into one commit.
 
-Tables:
-- ``metadata(key, value)``: JSON values: ``config`` (resolved), ``config_text`` (verbatim),
-  ``instrument`` (its description), ``versions``.
-- ``arrays(name, dtype, shape, data)``: named arrays, e.g. ``overview`` (rows, cols).
-- ``measurements``: one row per spectrum, in order; ``spectrum`` is the raw little-endian
-  bytes of a float32 array of the instrument's channel count.
+Tables (schema version 2; docs/journal.md describes them for readers in other languages):
+
+- ``metadata(key, value)``: JSON values: ``schema`` (2), ``config`` (resolved), ``config_text``
+  (verbatim), ``instrument`` (its description), ``versions``, ``embedding_training``.
+- ``arrays(name, dtype, shape, data)``: named arrays: ``overview`` (rows, cols), the reference
+  every position refers to, and ``overview.N`` for each overview re-acquired for drift.
+- ``decisions``: every point chosen, in order, committed before its first move.
+- ``measurements``: every attempt to measure a decision, in order, with its outcome.
+- ``checkpoints(decision, state)``: the model learner's state after the fit behind a decision
+  (`DKLLearner.state_bytes`); the newest, and every ``runner.checkpoint_every``-th, are kept.
+- ``events(id, t, kind, detail)``: what happened to the campaign besides measurements: runs
+  started and stopped, resumes and config changes, drift corrections.
 """
 
 from __future__ import annotations
@@ -16,40 +23,91 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+SCHEMA_VERSION = 2
+JOURNAL_NAME = "journal.sqlite"  # a campaign's journal in its output folder
+EMBEDDING_NAME = "embedding.pt"  # and its trained embedding, if it has one
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS arrays (
     name TEXT PRIMARY KEY, dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS measurements (
-    seq INTEGER PRIMARY KEY,          -- 0, 1, 2... in the order measured
+CREATE TABLE IF NOT EXISTS decisions (
+    number INTEGER PRIMARY KEY,       -- 0, 1, 2... in the order chosen
     kind TEXT NOT NULL,               -- 'seed' (random start) or 'policy'
     candidate INTEGER NOT NULL,       -- index into the candidate grid
-    x REAL NOT NULL, y REAL NOT NULL, -- position asked for, overview pixels
-    x_read REAL NOT NULL, y_read REAL NOT NULL,  -- position reported at acquisition
-    dwell_s REAL NOT NULL,            -- actual dwell
-    spectrum BLOB NOT NULL,           -- float32 little-endian
+    x REAL NOT NULL, y REAL NOT NULL, -- the candidate's position, reference overview pixels
+    acquisition_value REAL,           -- the policy's value there (NULL: none)
+    predicted_mean REAL, predicted_std REAL,  -- the model's prediction there (NULL: no model)
+    n_train INTEGER NOT NULL,         -- measurements the model was fitted to
+    t_decided REAL NOT NULL,          -- Unix seconds
+    latency_s REAL NOT NULL           -- fit + choose, seconds
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    seq INTEGER PRIMARY KEY,          -- 0, 1, 2... in the order attempted
+    decision INTEGER NOT NULL,        -- the decision measured (decisions.number)
+    kind TEXT NOT NULL,               -- the decision's kind, candidate and prediction,
+    candidate INTEGER NOT NULL,       -- copied for readers of this table alone
+    x REAL NOT NULL, y REAL NOT NULL, -- position asked for, overview pixels (drift corrected)
+    x_read REAL, y_read REAL,         -- position reported at acquisition (NULL: none)
+    dwell_s REAL NOT NULL,            -- actual dwell (the asked one if none came back)
+    spectrum BLOB NOT NULL,           -- float32 little-endian; empty when none came back
     scalar REAL,                      -- the scalarizer's value; NULL when not finite
-    acquisition_value REAL,           -- the policy's value at this point (NULL for seeds)
-    predicted_mean REAL, predicted_std REAL,     -- the model's prediction before measuring
+    acquisition_value REAL,
+    predicted_mean REAL, predicted_std REAL,
     t_decided REAL NOT NULL,          -- Unix seconds: decision made
-    t_acquired REAL NOT NULL,         -- Unix seconds: instrument's end of exposure
-    decision_latency_s REAL NOT NULL  -- fit + choose, seconds
+    t_acquired REAL,                  -- Unix seconds: instrument's end of exposure (NULL: none)
+    decision_latency_s REAL NOT NULL, -- fit + choose, seconds
+    status TEXT NOT NULL,             -- 'ok', 'retried' (failed, tried again), 'failed'
+    attempt INTEGER NOT NULL,         -- 0 for the first attempt at a decision
+    error TEXT,                       -- what went wrong, for 'retried' and 'failed'
+    t_requested REAL,                 -- Unix seconds: move + acquire sent
+    t_done REAL,                      -- Unix seconds: reply received
+    idle_s REAL                       -- instrument idle before this request (NULL: first of a run)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (decision INTEGER PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL
 );
 """
 
 
+class JournalError(Exception):
+    """The file is not a journal this version can continue."""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One row of ``decisions``: a point chosen, journaled before it is measured."""
+
+    number: int
+    kind: str
+    candidate: int
+    x: float
+    y: float
+    acquisition_value: float | None
+    predicted_mean: float | None
+    predicted_std: float | None
+    n_train: int
+    t_decided: float
+    latency_s: float
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """One row of ``measurements``; ``spectrum`` has shape (channels,)."""
+    """One row of ``measurements``; ``spectrum`` has shape (channels,) (0 when none came)."""
 
     seq: int
+    decision: int
     kind: str
     candidate: int
     x: float
@@ -65,17 +123,35 @@ class Measurement:
     t_decided: float
     t_acquired: float
     decision_latency_s: float
+    status: str = "ok"
+    attempt: int = 0
+    error: str | None = None
+    t_requested: float = math.nan
+    t_done: float = math.nan
+    idle_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 class Journal:
-    """Open (or create) the journal at ``path``."""
+    """Open (or create) the journal at ``path`` (``":memory:"`` for one that is not kept)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # we commit explicitly
+        self._db = sqlite3.connect(path, isolation_level=None)  # we commit explicitly
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._depth = 0
+        version = self._metadata_or_none("schema") if self._has_table("metadata") else None
+        if version is None and self._has_table("measurements"):
+            raise JournalError(f"{path}: a journal of an older dklscope (schema 1)")
+        if version is not None and version != SCHEMA_VERSION:
+            raise JournalError(f"{path}: journal schema {version}, this dklscope reads 2")
         self._db.executescript(SCHEMA)
+        if version is None:
+            self.set_metadata("schema", SCHEMA_VERSION)
 
     def close(self) -> None:
         self._db.close()
@@ -86,37 +162,88 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def is_new(self) -> bool:
+        """True until the campaign's config has been written."""
+        return self._metadata_or_none("config") is None
+
     # -- writing ------------------------------------------------------------------------------
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes inside commit together, once, at the end (all or none of them)."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, row: tuple | list) -> None:
+        with self.transaction():
+            self._db.execute(sql, row)
+
     def set_metadata(self, key: str, value: Any) -> None:
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (key, json.dumps(value))
-            )
+        self._write("INSERT OR REPLACE INTO metadata VALUES (?, ?)", (key, json.dumps(value)))
 
     def set_array(self, name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO arrays VALUES (?, ?, ?, ?)",
-                (name, array.dtype.str, json.dumps(array.shape), array.tobytes()),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO arrays VALUES (?, ?, ?, ?)",
+            (name, array.dtype.str, json.dumps(array.shape), array.tobytes()),
+        )
+
+    def record_decision(self, d: DecisionRecord) -> None:
+        self._write("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(d))
 
     def record(self, m: Measurement) -> None:
-        """Write one measurement and commit it to disk before returning."""
-        row = list(astuple(m))
+        """Write one measurement and commit it to disk before returning. NaN is stored as
+        NULL (SQLite has no NaN) and read back as NaN."""
+        row = [_nan_to_null(v) for v in astuple(m)]
         row[_SPECTRUM_AT] = np.asarray(m.spectrum, "<f4").tobytes()
-        row[_SCALAR_AT] = m.scalar if math.isfinite(m.scalar) else None  # SQLite has no NaN
-        with self._db:
-            self._db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * len(row))})", row)
+        self._write(f"INSERT INTO measurements VALUES ({', '.join('?' * len(row))})", row)
+
+    def save_checkpoint(self, decision: int, state: bytes, *, keep_every: int) -> None:
+        """Keep ``state`` as the newest checkpoint; drop the previous newest unless its
+        decision is a multiple of ``keep_every`` (0: keep only the newest)."""
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM checkpoints WHERE decision < ? AND (? = 0 OR decision % ? != 0)",
+                (decision, keep_every, keep_every or 1),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                (decision, sqlite3.Binary(state)),
+            )
+
+    def log_event(self, kind: str, **detail: Any) -> None:
+        self._write(
+            "INSERT INTO events (t, kind, detail) VALUES (?, ?, ?)",
+            (time.time(), kind, json.dumps(detail)),
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
     def metadata(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM metadata WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        value = self._metadata_or_none(key)
+        if value is None:
             raise KeyError(key)
-        return json.loads(row[0])
+        return value
+
+    def _metadata_or_none(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM metadata WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._db.execute(query, (name,)).fetchone() is not None
 
     def array(self, name: str) -> np.ndarray:
         row = self._db.execute(
@@ -126,16 +253,42 @@ class Journal:
             raise KeyError(name)
         return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
 
+    def array_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM arrays ORDER BY name")]
+
+    def decisions(self) -> list[DecisionRecord]:
+        rows = self._db.execute("SELECT * FROM decisions ORDER BY number").fetchall()
+        return [DecisionRecord(*row) for row in rows]
+
     def measurements(self) -> list[Measurement]:
         rows = self._db.execute("SELECT * FROM measurements ORDER BY seq").fetchall()
         out = []
         for row in rows:
             row = list(row)
             row[_SPECTRUM_AT] = np.frombuffer(row[_SPECTRUM_AT], dtype="<f4")
-            row[_SCALAR_AT] = math.nan if row[_SCALAR_AT] is None else row[_SCALAR_AT]
+            for i in _NAN_WHEN_NULL:
+                row[i] = math.nan if row[i] is None else row[i]
             out.append(Measurement(*row))
         return out
 
+    def checkpoints(self) -> list[tuple[int, bytes]]:
+        """``(decision, state)`` of every kept checkpoint, oldest first."""
+        rows = self._db.execute("SELECT decision, state FROM checkpoints ORDER BY decision")
+        return [(int(d), bytes(s)) for d, s in rows.fetchall()]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every event (of ``kind``), oldest first, as ``{"t": ..., "kind": ..., **detail}``."""
+        rows = self._db.execute("SELECT t, kind, detail FROM events ORDER BY id").fetchall()
+        return [
+            {"t": t, "kind": k, **json.loads(detail)}
+            for t, k, detail in rows
+            if kind is None or k == kind
+        ]
+
+
+def _nan_to_null(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
 
 _SPECTRUM_AT = [f.name for f in fields(Measurement)].index("spectrum")
-_SCALAR_AT = [f.name for f in fields(Measurement)].index("scalar")
+_NAN_WHEN_NULL = [i for i, f in enumerate(fields(Measurement)) if f.type == "float"]

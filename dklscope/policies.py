@@ -75,7 +75,7 @@ import importlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -114,13 +114,16 @@ class PolicyState:
     model: Model | None  # BoTorch model of the scalar at candidate inputs (None if no model)
     candidates: Tensor  # N x d model inputs (flattened patches or embeddings)
     positions: np.ndarray  # N x 2 (x, y) probe positions in overview pixels
-    measured: np.ndarray  # (N,) bool: already measured (never choose these)
+    measured: np.ndarray  # (N,) bool: measured, pending or out of reach (never choose these)
     scalars: np.ndarray  # (n,) scalars of the measured candidates, measurement order (finite)
     measured_indices: np.ndarray  # (n,) their candidate indices, same order
     best_f: float  # the largest finite scalar measured (-inf if none): the incumbent
     step: int  # policy measurements so far: 0 for the first policy step after the seed points
     rng: np.random.Generator  # the campaign's generator: use it for any randomness
     q: int = 1  # how many points to choose at once
+    # (p,) candidates being measured while the policy chooses; the model has seen them at its
+    # own predicted mean (`DKLModel.condition_on_pending`)
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 import sqlite3
 
 import numpy as np
+import pytest
 
-from dklscope.journal import Journal, Measurement
+from dklscope.journal import DecisionRecord, Journal, JournalError, Measurement
 
 
 def measurement(seq, **overrides):
     fields = dict(
         seq=seq,
+        decision=seq,
         kind="policy",
         candidate=17 + seq,
         x=3.0,
@@ -23,6 +25,12 @@ def measurement(seq, **overrides):
         t_decided=100.0,
         t_acquired=101.0,
         decision_latency_s=0.01,
+        status="ok",
+        attempt=0,
+        error=None,
+        t_requested=100.5,
+        t_done=101.2,
+        idle_s=0.003,
     )
     return Measurement(**{**fields, **overrides})
 
@@ -65,3 +73,57 @@ def test_a_non_finite_scalar_is_kept(tmp_path):
         (m,) = journal.measurements()
         assert np.isnan(m.scalar)
         np.testing.assert_array_equal(m.spectrum, measurement(0).spectrum)
+
+
+def test_a_failed_attempt_without_a_spectrum_reads_back(tmp_path):
+    failed = measurement(
+        0,
+        status="retried",
+        error="no reply",
+        spectrum=np.zeros(0, np.float32),
+        scalar=float("nan"),
+        x_read=float("nan"),
+        idle_s=None,
+    )
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.record(failed)
+        (m,) = journal.measurements()
+    assert (m.status, m.error, m.spectrum.shape, m.idle_s) == ("retried", "no reply", (0,), None)
+    assert np.isnan(m.x_read) and not m.ok
+
+
+def test_decisions_events_and_a_transaction_commit_together(tmp_path):
+    path = tmp_path / "j.sqlite"
+    d = DecisionRecord(0, "seed", 5, 1.0, 2.0, None, None, None, 0, 10.0, 0.001)
+    with Journal(path) as journal:
+        with pytest.raises(RuntimeError), journal.transaction():
+            journal.record_decision(d)
+            journal.log_event("drift", dx=1.5)
+            raise RuntimeError("killed half way")
+        assert journal.decisions() == [] and journal.events() == []  # none of it
+        with journal.transaction():
+            journal.record_decision(d)
+            journal.log_event("drift", dx=1.5)
+    with Journal(path) as journal:
+        assert journal.decisions() == [d]
+        (event,) = journal.events("drift")
+        assert event["dx"] == 1.5 and event["kind"] == "drift"
+
+
+def test_checkpoints_keep_the_newest_and_every_kth(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        for decision in range(10, 26):
+            journal.save_checkpoint(decision, bytes([decision]), keep_every=5)
+        kept = journal.checkpoints()
+    assert [d for d, _ in kept] == [10, 15, 20, 25]
+    assert kept[-1][1] == bytes([25])
+
+
+def test_a_journal_of_another_schema_is_refused(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE measurements (seq INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="older"):
+        Journal(path)

@@ -448,6 +448,7 @@ budget: {seed_points: 2, steps: 5}
 patches: {size: 4, stride: 3}
 scalarizer: {window: [1.05, 1.35]}
 policy: {kind: raster, q: 3}
+runner: {pipeline: false}
 """
     )
     calls = []

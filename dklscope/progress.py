@@ -1,0 +1,58 @@
+"""`ProgressPublisher`: a running campaign's progress as ZeroMQ PUB events.
+
+A notebook or a dashboard subscribes to the address given as ``runner.publish`` (docs/journal.md
+lists the events and their fields). Each event is two frames: the topic ``b"dklscope"`` and one
+UTF-8 JSON object with ``event`` (its kind), ``t`` (Unix seconds) and the event's fields;
+non-finite numbers are sent as ``null``. PUB never blocks the campaign: a slow or absent
+subscriber only misses events (the journal has them all).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import zmq
+
+TOPIC = b"dklscope"
+
+
+class ProgressPublisher:
+    """Binds a PUB socket at ``address`` (``tcp://host:port``; port 0 picks a free one)."""
+
+    def __init__(self, address: str) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.bind(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"cannot publish on {address}: {exc}") from None
+        self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def publish(self, event: str, **fields: Any) -> None:
+        message = {"event": event, "t": time.time(), **fields}
+        text = json.dumps({k: _finite(v) for k, v in message.items()}, allow_nan=False)
+        try:
+            self._socket.send_multipart([TOPIC, text.encode()], flags=zmq.NOBLOCK)
+        except zmq.Again:  # no room: the subscriber misses it
+            pass
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.term()
+
+    def __enter__(self) -> ProgressPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

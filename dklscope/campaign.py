@@ -136,6 +136,8 @@ class Campaign:
         self.policy: Policy = policy or build_policy(config.policy)
         self.learner = learner or _learner(config, self.candidates.shape[1], network)
         self.model: DKLModel | None = None  # the last model fitted
+        if client is not None and self.policy.needs_model:
+            _warm_up(self.candidates)
 
         if not resuming:
             with journal.transaction():
@@ -550,6 +552,17 @@ class Campaign:
     def _publish(self, event: str, **fields: Any) -> None:
         if self.publisher is not None:
             self.publisher.publish(event, **fields)
+
+
+def _warm_up(candidates: torch.Tensor) -> None:
+    """Pay the model code's one-off costs (about 1 s on first use: lazy imports, first kernels)
+    now, not while the instrument waits for the first model: fit a throwaway model to random
+    data. The campaign's own learner and the process' random state are untouched."""
+    started = time.perf_counter()
+    X = candidates[:8]
+    Y = torch.randn(len(X), dtype=X.dtype, generator=torch.Generator().manual_seed(0))
+    posterior_mean_std(DKLLearner(X.shape[1], first_fit_iterations=2).fit(X, Y), X)
+    log.debug("model code warmed up in %.2f s", time.perf_counter() - started)
 
 
 def _or_none(value: float) -> float | None:

@@ -4,9 +4,11 @@
 `DKLLearner` trains it as data arrive, warm-starting each fit from the previous weights;
 `posterior_mean_std` predicts over many candidates in bounded memory.
 
-Training uses a Cholesky factorisation of the training covariance for up to `MAX_CHOLESKY`
-points (gpytorch switches to iterative solvers above 800 by default), on random subsets of at
-most ``train_subset`` points per iteration. Marginal predictions over many candidates
+Training minimises the exact negative marginal log likelihood (`negative_mll`, a Cholesky
+factorisation of the training covariance) on random subsets of at most ``train_subset`` points
+per iteration. BoTorch's general posterior path factorises exactly up to `MAX_CHOLESKY` points
+(gpytorch switches to iterative solvers above 800 by default). Marginal predictions over many
+candidates
 (`DKLModel.marginals`) reuse one factorisation per trained model and never form a covariance
 between candidates.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,7 +33,6 @@ from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.means import ConstantMean
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor, nn
@@ -205,6 +207,22 @@ def _output_dim(module: nn.Module, train_X: Tensor) -> int:
         return int(module(train_X[:1]).shape[-1])
 
 
+def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
+    """``-log p(y | X) / n``, the exact negative marginal log likelihood per point of the GP on
+    the network's features: ``X`` is ``n x d``, ``y`` is ``(n,)`` (standardised), the result a
+    scalar with gradients. The same value as gpytorch's ``ExactMarginalLogLikelihood`` for this
+    model (Gaussian noise, no priors), with a third of the Python overhead per iteration."""
+    z = model.feature_extractor(X)
+    n = y.shape[-1]
+    K = model.covar_module(z).to_dense()
+    K = K + model.likelihood.noise * torch.eye(n, dtype=K.dtype, device=K.device)
+    L = psd_safe_cholesky(K)
+    residual = (y - model.mean_module(z)).unsqueeze(-1)
+    alpha = torch.cholesky_solve(residual, L)
+    fit = 0.5 * (residual * alpha).sum() + L.diagonal().log().sum()
+    return fit / n + 0.5 * math.log(2 * math.pi)
+
+
 def train_exact_mll(
     model: DKLModel,
     iterations: int,
@@ -213,34 +231,31 @@ def train_exact_mll(
     subset: int | None = None,
     generator: torch.Generator | None = None,
 ) -> list[float]:
-    """Maximise the exact marginal log likelihood with Adam; returns the loss per iteration.
+    """Minimise `negative_mll` with Adam; returns the loss per iteration.
 
     With ``subset``, each iteration uses a random subset of at most ``subset`` training points
     (drawn with ``generator``), so the cost of an iteration stays bounded however many points
-    there are; the model is conditioned on all of them afterwards. Leaves the model in eval
-    mode.
+    there are; the model stays conditioned on all of them. Leaves the model in eval mode.
     """
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=learning_rate
-    )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate, fused=fused or None)
     inputs, targets = model.train_inputs[0], model.train_targets
     n = targets.shape[0]
     model.train()
     losses = []
-    with gpytorch.settings.max_cholesky_size(MAX_CHOLESKY):
-        for _ in range(iterations):
-            if subset is not None and n > subset:
-                chosen = torch.randperm(n, generator=generator)[:subset].to(inputs.device)
-                model.set_train_data(inputs[chosen], targets[chosen], strict=False)
-            optimizer.zero_grad()
-            loss = -mll(model(*model.train_inputs), model.train_targets)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    model.set_train_data(inputs, targets, strict=False)
+    for _ in range(iterations):
+        X, y = inputs, targets
+        if subset is not None and n > subset:
+            chosen = torch.randperm(n, generator=generator)[:subset].to(inputs.device)
+            X, y = inputs[chosen], targets[chosen]
+        optimizer.zero_grad()
+        loss = negative_mll(model, X, y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())  # no device sync per iteration
     model.eval()
-    return losses
+    return torch.stack(losses).tolist() if losses else []
 
 
 class DKLLearner:

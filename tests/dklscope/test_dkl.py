@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from dklscope.dkl import DKLLearner, DKLModel, posterior_mean_std
+from dklscope.dkl import DKLLearner, DKLModel, mlp, negative_mll, posterior_mean_std
 
 
 def data(n, seed, sign=1.0):
@@ -185,3 +186,23 @@ def test_every_full_refit_every_th_fit_starts_afresh():
     learner.reset()
     learner.fit(X, y)
     assert len(learner.last_losses) == 7
+
+
+def test_negative_mll_is_gpytorchs_exact_marginal_log_likelihood():
+    """Value and gradients equal gpytorch's ExactMarginalLogLikelihood, the reference."""
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 12, dtype=torch.float64, generator=generator)
+    Y = torch.randn(40, 1, dtype=torch.float64, generator=generator)
+    model = DKLModel(X, Y, mlp(12, (8,), 2).double(), kernel="matern52")
+    model.train()
+    ours = negative_mll(model, model.train_inputs[0], model.train_targets)
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    reference = -mll(model(*model.train_inputs), model.train_targets)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
+    parameters = list(model.parameters())
+    for a, b in zip(
+        torch.autograd.grad(ours, parameters),
+        torch.autograd.grad(reference, parameters),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -12,8 +12,11 @@ The layout is documented in ``docs/export.md``. In short, HDF5::
     /prediction/...         (grid_rows, grid_cols) mean, std, rows, cols; x_px, y_px scales
 
 Every dataset has the attributes ``units`` and ``quantity`` (the names sidpy uses) and
-``description``; axes are HDF5 dimension scales with a ``dimension_type``. It is a plain HDF5
-file, not a pyNSID one (no ``Measurement_000/Channel_000`` groups).
+``description``; axes are HDF5 dimension scales with a ``dimension_type`` and a ``name``. The
+main datasets (the overviews, the spectra and the prediction maps) also carry the attributes
+pyNSID requires of a main dataset (``main_data_name``, ``data_type``, ``modality``, ``source``,
+``pyNSID_version``), so ``pyNSID.io.hdf_utils.read_h5py_dataset`` reads each as a
+``sidpy.Dataset`` with its axes; the file has no ``Measurement_000/Channel_000`` groups.
 
 The ``.npz`` file holds the same arrays under flat names (``overview``, ``spectra``,
 ``spectral_axis``, ``x_px``, ``prediction_mean``...: `Item.flat`), their units in the JSON
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "dklscope.export"
 FORMAT_VERSION = 1
+PYNSID_VERSION = "0.0.7"  # the pyNSID attribute layout the main datasets follow
 
 _REACQUIRED = re.compile(r"overview\.(\d+)")
 
@@ -60,6 +64,7 @@ class Item:
     description: str
     scales: tuple[str | None, ...] = ()
     dimension_type: str | None = None  # for datasets that are themselves dimension scales
+    data_type: str | None = None  # sidpy's data type, for the main datasets pyNSID reads
 
 
 def export_campaign(
@@ -164,6 +169,7 @@ def _overview_items(campaign: Campaign) -> list[Item]:
             "intensity",
             "the overview every position refers to (journal array 'overview')",
             scales,
+            data_type="IMAGE",
         ),
     ]
     for name in names[1:]:
@@ -178,6 +184,7 @@ def _overview_items(campaign: Campaign) -> list[Item]:
                 "intensity",
                 f"an overview re-acquired for drift correction (journal array {name!r})",
                 scales if array.shape == reference.shape else (),
+                data_type="IMAGE" if array.shape == reference.shape else None,
             )
         )
     return items
@@ -242,7 +249,7 @@ def _measurement_items(campaign: Campaign) -> list[Item]:
             g + "seq",
             "seq",
             column("seq", np.int64),
-            "",
+            "index",
             "measurement",
             "journal sequence number of each attempt",
             dimension_type="UNKNOWN",
@@ -264,6 +271,7 @@ def _measurement_items(campaign: Campaign) -> list[Item]:
             "intensity",
             "spectrum of each attempt (NaN row: none came back)",
             (seq[0], g + "spectral_axis"),
+            data_type="LINE_PLOT_FAMILY",
         ),
     ]
     items += [Item(g + n, n, a, u, q, text, seq) for n, a, u, q, text in rows]
@@ -305,6 +313,7 @@ def _prediction_items(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> 
             quantity,
             "predicted mean of the scalar at each candidate",
             scales,
+            data_type="IMAGE",
         ),
         Item(
             g + "std",
@@ -314,6 +323,7 @@ def _prediction_items(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> 
             quantity,
             "predicted standard deviation of the scalar at each candidate",
             scales,
+            data_type="IMAGE",
         ),
         Item(g + "rows", "prediction_rows", rows, "px", "y", "candidate centre row", scales),
         Item(g + "cols", "prediction_cols", cols, "px", "x", "candidate centre column", scales),
@@ -363,7 +373,16 @@ def _write_h5(path: Path, items: list[Item], metadata: dict[str, str]) -> None:
             ds.attrs["description"] = item.description
             if item.dimension_type is not None:
                 ds.attrs["dimension_type"] = item.dimension_type
+                ds.attrs["name"] = item.h5.rsplit("/", 1)[1]
                 ds.make_scale(item.quantity)
+            if item.data_type is not None:  # what pyNSID's check_if_main asks of a main dataset
+                ds.attrs.update(
+                    main_data_name=item.flat,
+                    data_type=item.data_type,
+                    modality="spectroscopy at probe positions",
+                    source="dklscope",
+                    pyNSID_version=PYNSID_VERSION,
+                )
             datasets[item.h5] = ds
         for item in items:
             for dim, scale in enumerate(item.scales):

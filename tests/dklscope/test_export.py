@@ -142,6 +142,16 @@ def test_hdf5_reads_back_equal_to_the_journal(run):
         for name, node in f.items():  # every dataset says what it is and in which units
             for ds in node.values():
                 assert {"units", "quantity", "description"} <= set(ds.attrs), (name, ds.name)
+        # What pyNSID's check_if_main asks of a main dataset, so sidpy reads it with its axes.
+        for name in ("overview/reference", "measurements/spectra", "prediction/mean"):
+            main = f[name]
+            for key in ("quantity", "units", "main_data_name", "data_type", "modality", "source"):
+                assert isinstance(main.attrs[key], str) and main.attrs[key], (name, key)
+            for i, dim in enumerate(main.dims):
+                scale = main.parent[dim.label]  # a sibling dataset named as the label
+                assert scale.shape == (main.shape[i],)
+                for key in ("dimension_type", "name", "quantity", "units"):
+                    assert isinstance(scale.attrs[key], str) and scale.attrs[key], (name, key)
 
 
 def test_npz_holds_the_same_arrays_under_flat_names_without_pickle(run):

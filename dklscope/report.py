@@ -369,7 +369,7 @@ def timeline_figure(campaign: Campaign) -> Figure:
         if fraction is None
         else f"instrument idle {100 * fraction:.1f}% of the time"
     )
-    bottom.text(0.01, 0.95, text, transform=bottom.transAxes, va="top", fontsize=9)
+    bottom.set_title(text, fontsize=9, loc="left")  # a title: never over the bars
     top.set_title("decision latency and instrument idle time")
     return fig
 

@@ -171,7 +171,7 @@ def test_scalars_plot_the_best_so_far_of_the_finite_ok_scalars(campaign):
 
 def test_the_timeline_states_the_idle_fraction(campaign):
     fig = timeline_figure(campaign)
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    texts = [ax.get_title(loc="left") for ax in fig.axes]
     assert "instrument idle 21.7% of the time" in texts  # 2.5 / 11.5
 
 

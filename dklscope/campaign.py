@@ -131,8 +131,10 @@ class Campaign:
         self.embedding = embedding
         if self.embedding is None and config.embedding.kind != "none":
             self.embedding = _embedding(config, scaled, journal, embedding_path, resuming)
-        self.candidates, network = _model_inputs(config.model, scaled, self.embedding)
         self.positions = np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float)
+        self.candidates, network = _model_inputs(
+            config.model, scaled, self.positions, self.embedding
+        )
         self.policy: Policy = policy or build_policy(config.policy)
         self.learner = learner or _learner(config, self.candidates.shape[1], network)
         self.model: DKLModel | None = None  # the last model fitted
@@ -652,19 +654,29 @@ def _embedding(
 
 
 def _model_inputs(
-    model: ModelConfig, patches: np.ndarray, embedding: ModelEmbedding | None
+    model: ModelConfig,
+    patches: np.ndarray,
+    positions: np.ndarray,
+    embedding: ModelEmbedding | None,
 ) -> tuple[torch.Tensor, nn.Module | None]:
     """The DKL's candidate inputs and its network (None: a fresh MLP) for ``model.input``, from
-    the standardised candidate ``patches`` (N, size, size)."""
+    the standardised candidate ``patches`` (N, size, size) and their ``positions`` (N, 2)."""
+    if model.input == "coordinates":
+        xy = torch.as_tensor(positions, dtype=torch.float64)
+        return _standardised(xy), nn.Identity()
     flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
     if model.input == "patches":
         return flat, None
     assert embedding is not None  # the config checks this
     if model.input == "latents":
         z = embedding.encode(patches[:, None].astype(np.float32)).z_loc
-        z = torch.as_tensor(z, dtype=torch.float64)
-        return (z - z.mean(0)) / z.std(0).clamp_min(1e-12), nn.Identity()
+        return _standardised(torch.as_tensor(z, dtype=torch.float64)), nn.Identity()
     return flat, embedding.feature_extractor()
+
+
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    """Each column of ``x`` (N x k) to mean 0 and standard deviation 1."""
+    return (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
 
 
 def check_config_against(config: Config, description: InstrumentDescription) -> None:

@@ -203,9 +203,10 @@ class ModelConfig:
     """Deep kernel learning: an MLP feature extractor under an exact GP."""
 
     # What the GP's network sees: the raw patches through a fresh MLP (``patches``); the
-    # embedding's fixed latents, the GP on them directly (``latents``); or the patches through
-    # the embedding's trained encoder, trained further (``encoder``) or not (``frozen_encoder``).
-    input: Literal["patches", "latents", "encoder", "frozen_encoder"] = "patches"
+    # embedding's fixed latents, the GP on them directly (``latents``); the patches through
+    # the embedding's trained encoder, trained further (``encoder``) or not (``frozen_encoder``);
+    # or only the probe positions, a plain GP on (x, y) blind to structure (``coordinates``).
+    input: Literal["patches", "latents", "encoder", "frozen_encoder", "coordinates"] = "patches"
     hidden: tuple[int, ...] = (64, 32)  # widths of the hidden layers
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -549,7 +550,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.dwell_s > 0, "dwell_s", f"must be > 0, got {self.dwell_s}")
         _check(
-            self.model.input == "patches" or self.embedding.kind != "none",
+            self.model.input in ("patches", "coordinates") or self.embedding.kind != "none",
             "model.input",
             f"{self.model.input!r} needs an embedding: set embedding.kind",
         )
@@ -568,10 +569,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError("", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("", f"{path}: cannot read: {exc}") from None
-    return _resolve_files(parse_config(text), path.parent)
+    return resolve_files(parse_config(text), path.parent)
 
 
-def _resolve_files(config: Config, folder: Path) -> Config:
+def resolve_files(config: Config, folder: Path) -> Config:
     """Read relative file paths from ``folder`` (the config file's), and check they exist."""
     if config.embedding.load is not None:
         file = (folder / config.embedding.load).resolve()

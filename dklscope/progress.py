@@ -10,11 +10,12 @@ subscriber only misses events (the journal has them all).
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 import zmq
+
+from .jsonsafe import json_safe
 
 TOPIC = b"dklscope"
 
@@ -35,7 +36,7 @@ class ProgressPublisher:
 
     def publish(self, event: str, **fields: Any) -> None:
         message = {"event": event, "t": time.time(), **fields}
-        text = json.dumps({k: _finite(v) for k, v in message.items()}, allow_nan=False)
+        text = json.dumps(json_safe(message), allow_nan=False)
         try:
             self._socket.send_multipart([TOPIC, text.encode()], flags=zmq.NOBLOCK)
         except zmq.Again:  # no room: the subscriber misses it
@@ -50,9 +51,3 @@ class ProgressPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

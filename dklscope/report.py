@@ -26,6 +26,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .jsonsafe import json_safe
+
 if TYPE_CHECKING:
     from .campaign import Campaign
     from .journal import Measurement
@@ -173,7 +175,7 @@ def step_latencies_s(history: Sequence[Measurement]) -> list[float]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Write ``summary`` as indented JSON (non-finite floats become null)."""
-    text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
 
 
@@ -185,9 +187,9 @@ def ground_truth_figures(campaign: Campaign, sample: Sample) -> dict[str, Any]:
     (1.0: the true maximum was measured). Truth, not the noisy measured values, so luck in the
     noise does not count.
     """
-    truth = campaign.scalarizer(sample.expected_spectra(campaign.config.dwell_s), campaign.axis)
-    p = campaign.patches
-    at_candidates = truth[sample.spectrum_pixel(p.rows, p.cols)]
+    from .evaluation import true_scalars
+
+    at_candidates = true_scalars(campaign, sample)
     measured = [at_candidates[m.candidate] for m in campaign.history if m.ok]
     found = float(max(measured)) if measured else None
     best = float(at_candidates.max())
@@ -204,19 +206,6 @@ def _median(values: list[float]) -> float | None:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None and numpy scalars as Python ones."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _scored(history: Sequence[Measurement]) -> list[Measurement]:

@@ -1,0 +1,540 @@
+"""Aggregation of a grid of simulated campaigns: medians over seeds with bootstrap confidence
+intervals, the tables and the plots of ``dklscope bench campaigns``.
+
+Input is one dict per finished campaign (JSON-serialisable, None for a missing value)::
+
+    {"sample": "plasmonic", "arm": "dkl-ei", "seed": 3, "steps": 60, "pipeline": False,
+     "n_measurements": 70, "n_seed_points": 10,
+     "trace": {"n": [1, 2, ...], "best_fraction": [...], "top_found": [...]},
+     "map": {"n": [10, 20, ...], "rmse": [...], "r2": [...],
+             "coverage50": [...], "coverage95": [...]},
+     "steps_to_90pct_best": 23 or None, "steps_to_top_percent": 41 or None,
+     "final_best_fraction": 0.97, ..., "wall_s": 6.2}
+
+Campaigns are grouped by `GROUP_KEYS` (everything but the seed). Each statistic is the median
+over the group's seeds; its confidence interval is a percentile bootstrap of that median: the
+seeds are resampled with replacement ``n_bootstrap`` times and the interval runs from the
+``(1 - confidence) / 2`` to the ``(1 + confidence) / 2`` quantile of the resampled medians.
+The bounds are order statistics of the resampled medians (the lower one for the low bound, the
+higher one for the high bound), never interpolated, so a censored (infinite) median is never
+mixed into a finite number. Each bootstrap draws from its own generator seeded by ``seed`` and
+the group and metric, so a group's intervals do not change when other groups are added.
+
+Plots are drawn on `matplotlib.figure.Figure` objects directly, so matplotlib's global state
+(pyplot, the backend) is never touched. Nothing is written outside the folder given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .jsonsafe import json_safe
+
+log = logging.getLogger(__name__)
+
+#: The keys that define a group of campaigns (all but the seed), in sorting order.
+GROUP_KEYS = ("sample", "arm", "steps", "pipeline")
+
+#: Steps-to-target metrics: None means "not reached within the budget" (censored, +inf).
+CENSORED_METRICS = ("steps_to_90pct_best", "steps_to_top_percent")
+
+#: The per-campaign scalars that `aggregate` summarises, in the order of its columns.
+SCALAR_METRICS = (
+    "final_best_fraction",
+    "final_top_found",
+    "final_map_rmse",
+    "final_map_r2",
+    "final_coverage50",
+    "final_coverage95",
+    "median_decision_latency_s",
+    "idle_fraction",
+    "wall_s",
+    *CENSORED_METRICS,
+)
+
+#: The files `write_tables` writes, in order.
+TABLE_FILES = ("campaigns.csv", "aggregate.json", "aggregate.csv")
+
+#: The plots of `plot_curves`: file name, where the series lives, its key, y label, the
+#: dashed reference line (None: none) and the y range (None: automatic).
+CURVE_PLOTS: tuple[
+    tuple[str, Literal["trace", "map"], str, str, float | None, tuple[float, float] | None], ...
+] = (
+    ("best_fraction.png", "trace", "best_fraction", "best found / true best", 0.9, (0, 1.02)),
+    ("top_found.png", "trace", "top_found", "fraction of top locations found", None, (0, 1.02)),
+    ("map_rmse.png", "map", "rmse", "map RMSE (scalar units)", None, None),
+    ("coverage95.png", "map", "coverage95", "coverage of the 95% interval", 0.95, (0, 1.02)),
+)
+
+Group = tuple[Any, ...]
+
+# Bootstrap medians are computed in chunks of at most this many resampled values (memory bound).
+_CHUNK_VALUES = 2_000_000
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def median_ci(
+    values: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    rng: np.random.Generator | int = 0,
+) -> tuple[float, float, float]:
+    """The median of ``values`` and its percentile-bootstrap confidence interval.
+
+    ``values``: (S,) floats, +inf allowed (a censored value); NaN is not allowed. ``rng``: a
+    generator, or a seed for a fresh local one. Returns (median, ci_low, ci_high), which may be
+    +inf; all NaN when ``values`` is empty.
+    """
+    _check_bootstrap(confidence, n_bootstrap)
+    array = np.asarray(values, dtype=float).reshape(-1, 1)
+    if array.size == 0:
+        return math.nan, math.nan, math.nan
+    if np.isnan(array).any():
+        raise ValueError("median_ci: NaN among the values")
+    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    median, low, high = _median_band(array, confidence, n_bootstrap, generator)
+    return float(median[0]), float(low[0]), float(high[0])
+
+
+def aggregate(
+    results: Sequence[dict[str, Any]],
+    *,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per group of campaigns (`GROUP_KEYS`), sorted by sample, arm, steps, pipeline.
+
+    Each row holds the group keys, ``n_seeds`` (campaigns in the group), and for every metric
+    of `SCALAR_METRICS`: ``<metric>_median``, ``<metric>_ci_low`` and ``<metric>_ci_high``
+    (median over seeds and its bootstrap CI at ``confidence``, ``n_bootstrap`` resamples,
+    generators seeded from ``seed``; units those of the metric: fractions, scalar units for the
+    RMSE, seconds, measurements for ``steps_to_*``). ``coverage95_median`` repeats
+    ``final_coverage95_median``.
+
+    Censoring (`CENSORED_METRICS`): a None means the target was not reached within the budget
+    and counts as +inf in the median and the bootstrap; a median or CI bound that is infinite
+    is reported as None, and ``<metric>_reached`` counts the seeds that reached the target. A
+    campaign that lacks the key altogether is left out of that metric.
+
+    Other metrics: None, NaN or a missing key is dropped; with nothing left the three
+    statistics are None. All values in the rows are plain Python (str, int, float, bool, None).
+    """
+    _check_bootstrap(confidence, n_bootstrap)
+    rows = []
+    for group, members in _groups(results).items():
+        row: dict[str, Any] = dict(zip(GROUP_KEYS, group, strict=True))
+        row["n_seeds"] = len(members)
+        seeds = [m.get("seed") for m in members]
+        if len(set(map(repr, seeds))) < len(seeds):
+            log.warning("group %s has repeated seeds: %s", _label_of(group), seeds)
+        for metric in SCALAR_METRICS:
+            values = _metric_values(members, metric)
+            rng = _rng(seed, group, metric)
+            median, low, high = _stats(values, confidence, n_bootstrap, rng)
+            row[f"{metric}_median"] = median
+            row[f"{metric}_ci_low"] = low
+            row[f"{metric}_ci_high"] = high
+            if metric in CENSORED_METRICS:
+                row[f"{metric}_reached"] = sum(math.isfinite(v) for v in values)
+        row["coverage95_median"] = row["final_coverage95_median"]
+        rows.append(row)
+    return rows
+
+
+def curves(
+    results: Sequence[dict[str, Any]],
+    metric: str,
+    *,
+    where: Literal["trace", "map"],
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict[Group, dict[str, Any]]:
+    """Median curve of ``metric`` against the number of measurements, per group, with its band.
+
+    ``where``: ``"trace"`` (one point per measurement: ``best_fraction``, ``top_found``) or
+    ``"map"`` (every few measurements: ``rmse``, ``r2``, ``coverage50``, ``coverage95``).
+
+    Ragged series: a point (n, value) counts only when the value is a finite number; a seed
+    with no such point for ``metric`` is left out of its group, and the curve keeps only the n
+    present in every remaining seed of the group (the intersection; for traces of different
+    lengths this truncates to the shortest). A group with no common n is left out.
+
+    Returns {group (the values of `GROUP_KEYS`): {"n": (K,) int array of measurement counts,
+    increasing; "median", "ci_low", "ci_high": (K,) float arrays, the median over seeds and its
+    pointwise bootstrap CI at ``confidence``; "n_seeds": seeds used}}, groups in sorted order.
+    """
+    if where not in ("trace", "map"):
+        raise ValueError(f"curves: where must be 'trace' or 'map', got {where!r}")
+    _check_bootstrap(confidence, n_bootstrap)
+    out: dict[Group, dict[str, Any]] = {}
+    for group, members in _groups(results).items():
+        series = [s for s in (_series(m, where, metric) for m in members) if s]
+        if not series:
+            continue
+        common = sorted(set.intersection(*(set(s) for s in series)))
+        if not common:
+            log.warning(
+                "%s %s: no measurement count common to all seeds of %s",
+                where,
+                metric,
+                _label_of(group),
+            )
+            continue
+        values = np.array([[s[n] for n in common] for s in series], dtype=float)  # (S, K)
+        rng = _rng(seed, group, f"{where}.{metric}")
+        median, low, high = _median_band(values, confidence, n_bootstrap, rng)
+        out[group] = {
+            "n": np.array(common, dtype=int),
+            "median": median,
+            "ci_low": low,
+            "ci_high": high,
+            "n_seeds": len(series),
+        }
+    return out
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def write_tables(
+    results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], folder: Path
+) -> list[Path]:
+    """Write `TABLE_FILES` into ``folder`` (made if needed); returns their paths, in that order.
+
+    ``campaigns.csv``: one line per campaign, sorted by group and seed, with its scalar fields
+    (the ``trace`` and ``map`` series and any other list or dict left out); ``aggregate.json``:
+    ``rows`` (from `aggregate`) as strict JSON, NaN and infinities as null; ``aggregate.csv``:
+    the same rows. Empty cells in the CSVs are None, NaN or infinite values.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(results, key=lambda r: (_sort_key(_group_of(r)), _sort_key((r.get("seed"),))))
+    scalar_keys = _union_keys(
+        {k: v for k, v in r.items() if not isinstance(v, (dict, list, tuple))} for r in ordered
+    )
+    paths = [
+        _write_csv(folder / "campaigns.csv", ordered, scalar_keys),
+        folder / "aggregate.json",
+        _write_csv(folder / "aggregate.csv", rows, _union_keys(rows)),
+    ]
+    text = json.dumps(json_safe(list(rows)), indent=2, allow_nan=False)
+    paths[1].write_text(text + "\n", encoding="utf-8")
+    for path in paths:
+        log.info("wrote %s", path)
+    return paths
+
+
+def curve_figure(
+    results: Sequence[dict[str, Any]],
+    metric: str,
+    *,
+    where: Literal["trace", "map"],
+    ylabel: str | None = None,
+    reference: float | None = None,
+    ylim: tuple[float, float] | None = None,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> Figure | None:
+    """The figure of `curves` (same arguments): one subplot per sample, one line per arm and
+    variant (median, with the CI as a shaded band), x the number of measurements.
+
+    A line's label is the arm, with the budget (``60 steps``) when the results hold several
+    budgets and ``pipelined`` when they hold both pipeline settings; colour follows the arm,
+    line style the variant. ``reference``: y of a dashed horizontal line (None: none).
+    ``ylim``: the y range (None: automatic). None when no group has data for ``metric``.
+    """
+    data = curves(
+        results, metric, where=where, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed
+    )
+    if not data:
+        return None
+    groups = list(_groups(results))
+    samples = _unique(g[0] for g in groups)
+    arms = _unique(g[1] for g in groups)
+    variants = _unique(g[2:] for g in groups)
+    several_budgets = len({g[2] for g in groups}) > 1
+    both_pipelines = len({bool(g[3]) for g in groups}) > 1
+    colors = [f"C{i % 10}" for i in range(len(arms))]
+    styles = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)), (0, (5, 1)), (0, (1, 2, 5, 2))]
+
+    ncols = min(3, len(samples))
+    nrows = math.ceil(len(samples) / ncols)
+    fig = Figure(figsize=(4.2 * ncols + 1.8, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    for ax, sample in zip(axes, samples, strict=False):
+        for group, curve in data.items():
+            if group[0] != sample:
+                continue
+            color = colors[arms.index(group[1])]
+            style = styles[variants.index(group[2:]) % len(styles)]
+            label = _line_label(group, several_budgets, both_pipelines)
+            x = curve["n"]
+            (line,) = ax.plot(
+                x,
+                curve["median"],
+                color=color,
+                linestyle=style,
+                linewidth=1.5,
+                marker="o" if len(x) <= 20 else None,
+                markersize=3,
+                label=label,
+            )
+            ax.fill_between(
+                x, curve["ci_low"], curve["ci_high"], color=color, alpha=0.2, linewidth=0
+            )
+            handles.setdefault(label, line)
+        if reference is not None:
+            reference_line = ax.axhline(
+                reference, color="0.35", linestyle="--", linewidth=1, zorder=0
+            )
+        ax.set_title(str(sample))
+        ax.set_xlabel("measurements")
+        ax.set_ylabel(ylabel or metric)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+    if reference is not None:
+        handles[f"{reference:g}"] = reference_line  # last in the legend
+    for ax in axes[len(samples) :]:
+        ax.set_visible(False)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+    fig.suptitle(f"median over seeds, {confidence:.0%} bootstrap CI", fontsize="medium")
+    return fig
+
+
+def plot_curves(
+    results: Sequence[dict[str, Any]],
+    folder: Path,
+    *,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> list[Path]:
+    """Write the PNGs of `CURVE_PLOTS` into ``folder`` (made if needed); returns their paths.
+
+    ``best_fraction.png`` and ``top_found.png`` (from the traces; dashed line at 0.9 on the
+    first), ``map_rmse.png`` and ``coverage95.png`` (from the map series; dashed line at 0.95
+    on the second), each drawn by `curve_figure`. A plot is skipped (and logged) when no
+    campaign has data for it, e.g. the map plots of campaigns without map evaluations.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, where, metric, ylabel, reference, ylim in CURVE_PLOTS:
+        fig = curve_figure(
+            results,
+            metric,
+            where=where,
+            ylabel=ylabel,
+            reference=reference,
+            ylim=ylim,
+            confidence=confidence,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
+        if fig is None:
+            log.info("no %s %s data: no %s", where, metric, name)
+            continue
+        path = folder / name
+        fig.savefig(path, dpi=110)
+        log.info("wrote %s", path)
+        written.append(path)
+    return written
+
+
+def write_all(
+    results: Sequence[dict[str, Any]],
+    folder: Path,
+    *,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """`aggregate` the results, then `write_tables` and `plot_curves` into ``folder``.
+
+    Returns (the aggregate rows, the paths written: tables first, then plots).
+    """
+    kwargs = {"confidence": confidence, "n_bootstrap": n_bootstrap, "seed": seed}
+    rows = aggregate(results, **kwargs)
+    paths = write_tables(results, rows, folder)
+    paths += plot_curves(results, folder, **kwargs)
+    return rows, paths
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _check_bootstrap(confidence: float, n_bootstrap: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+
+
+def _group_of(result: dict[str, Any]) -> Group:
+    missing = [k for k in GROUP_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"a campaign result lacks {', '.join(missing)}: {_brief(result)}")
+    return tuple(result[k] for k in GROUP_KEYS)
+
+
+def _brief(result: dict[str, Any]) -> str:
+    return repr({k: v for k, v in result.items() if not isinstance(v, (dict, list))})[:200]
+
+
+def _sort_key(values: Iterable[Any]) -> tuple[tuple[bool, Any], ...]:
+    """Sorts None last, without comparing None to a value."""
+    return tuple((v is None, v) for v in values)
+
+
+def _groups(results: Sequence[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
+    """The results by group, groups in sorted order, members in input order."""
+    groups: dict[Group, list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault(_group_of(result), []).append(result)
+    return {g: groups[g] for g in sorted(groups, key=_sort_key)}
+
+
+def _label_of(group: Group) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, group, strict=True))
+
+
+def _rng(seed: int, group: Group, metric: str) -> np.random.Generator:
+    """A generator of its own for one bootstrap, from ``seed``, the group and the metric."""
+    key = zlib.crc32(repr((group, metric)).encode())
+    return np.random.default_rng([seed, key])
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float; None for None, NaN and what is not a number."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _metric_values(members: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    """The group's values of one scalar metric, censored ones as +inf, missing ones dropped."""
+    values = []
+    for member in members:
+        if metric not in member:
+            continue
+        value = _as_float(member[metric])
+        if metric in CENSORED_METRICS:
+            values.append(math.inf if value is None else value)
+        elif value is not None and math.isfinite(value):
+            values.append(value)
+    return values
+
+
+def _stats(
+    values: Sequence[float], confidence: float, n_bootstrap: int, rng: np.random.Generator
+) -> tuple[float | None, float | None, float | None]:
+    """(median, ci_low, ci_high) as floats, None where infinite or where there are no values."""
+    if not values:
+        return None, None, None
+    median, low, high = _median_band(
+        np.asarray(values, dtype=float).reshape(-1, 1), confidence, n_bootstrap, rng
+    )
+    return (
+        _finite_or_none(float(median[0])),
+        _finite_or_none(float(low[0])),
+        _finite_or_none(float(high[0])),
+    )
+
+
+def _median_band(
+    values: np.ndarray, confidence: float, n_bootstrap: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median over axis 0 of ``values`` (S, K), S >= 1, and its percentile-bootstrap band.
+
+    Returns (median, ci_low, ci_high), each (K,); +inf in ``values`` propagates.
+    """
+    n_seeds, n_points = values.shape
+    median = np.median(values, axis=0)
+    if n_seeds == 1:
+        return median, median.copy(), median.copy()
+    boot = np.empty((n_bootstrap, n_points))
+    chunk = max(1, _CHUNK_VALUES // (n_seeds * n_points))
+    for start in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - start)
+        index = rng.integers(0, n_seeds, size=(size, n_seeds))
+        boot[start : start + size] = np.median(values[index], axis=1)
+    alpha = (1 - confidence) / 2
+    low = np.quantile(boot, alpha, axis=0, method="lower")
+    high = np.quantile(boot, 1 - alpha, axis=0, method="higher")
+    return median, low, high
+
+
+def _series(result: dict[str, Any], where: str, metric: str) -> dict[int, float]:
+    """{n: value} of one campaign's series, finite values only; empty without the series."""
+    block = result.get(where) or {}
+    if block.get(metric) is None:
+        return {}
+    ns, values = block.get("n") or [], block[metric]
+    if len(ns) != len(values):
+        raise ValueError(
+            f"{where}.{metric} has {len(values)} values for {len(ns)} n: {_brief(result)}"
+        )
+    series = {}
+    for n, value in zip(ns, values, strict=True):
+        number = _as_float(value)
+        if n is not None and number is not None and math.isfinite(number):
+            series[int(n)] = number
+    return series
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    """The items without repeats, in first-seen order."""
+    return list(dict.fromkeys(items))
+
+
+def _union_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
+    return _unique(k for row in rows for k in row)
+
+
+def _line_label(group: Group, several_budgets: bool, both_pipelines: bool) -> str:
+    parts = []
+    if several_budgets:
+        parts.append(f"{group[2]} steps")
+    if both_pipelines and group[3]:
+        parts.append("pipelined")
+    return f"{group[1]} ({', '.join(parts)})" if parts else str(group[1])
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(keys), restval="", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items() if k in keys})
+    return path
+
+
+def _csv_cell(value: Any) -> Any:
+    value = json_safe(value)
+    return "" if value is None else value

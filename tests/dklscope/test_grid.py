@@ -1,0 +1,143 @@
+"""Grids of simulated campaigns: expansion, checking, the same results in one process or many,
+and resuming an interrupted grid."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dklscope.config import ConfigError
+from dklscope.grid import load_grid, run_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = """
+base:
+  seed: 0
+  instrument: {simulator: {shape: [24, 24], seed: 2, noise: true}}
+  budget: {seed_points: 3, steps: 6}
+  patches: {size: 6}
+  model: {hidden: [8], first_fit_iterations: 20, refit_iterations: 5}
+  scalarizer: {window: [1.05, 1.35]}
+  runner: {pipeline: false}
+samples:
+  lattice: {}
+  other-lattice: {instrument: {simulator: {seed: 3}}}
+arms:
+  random: {policy: {kind: random}}
+  dkl: {}
+  gp-xy: {model: {input: coordinates}, budget: {steps: 4}}
+seeds: [4, 5]
+eval_every: 3
+"""
+
+
+def grid_file(tmp_path, text=TINY):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_grid_expands_samples_arms_seeds_with_parts_merged_over_the_base(tmp_path):
+    grid = load_grid(grid_file(tmp_path))
+    assert len(grid.points) == 2 * 3 * 2
+    assert (grid.eval_every, grid.top_percent) == (3, 1.0)
+    by_name = {p.name: p for p in grid.points}
+    point = by_name["other-lattice__gp-xy__steps4__sequential__seed5"]
+    assert point.config["instrument"]["simulator"]["seed"] == 3  # the sample's part
+    assert point.config["instrument"]["simulator"]["shape"] == [24, 24]  # the base's, kept
+    assert point.config["model"]["input"] == "coordinates"  # the arm's part
+    assert point.config["model"]["hidden"] == [8]
+    assert (point.config["seed"], point.steps, point.config["budget"]["seed_points"]) == (5, 4, 3)
+
+
+def test_budgets_and_pipelining_multiply_the_grid(tmp_path):
+    text = TINY.replace("eval_every: 3", "eval_every: 3\nbudgets: [2, 8]\npipeline: [false, true]")
+    grid = load_grid(grid_file(tmp_path, text))
+    assert len(grid.points) == 2 * 3 * 2 * 2 * 2
+    assert {(p.steps, p.pipeline) for p in grid.points} == {
+        (2, False), (2, True), (8, False), (8, True)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, culprit",
+    [
+        (("  dkl: {}", "  dkl: {model: {input: pixels}}"), "arms.dkl"),
+        (("seeds: [4, 5]", "seeds: [4, five]"), "seeds"),
+        (("eval_every: 3", "eval_every: 3\nbudget: 3"), "budget"),
+    ],
+)
+def test_a_bad_grid_is_refused_naming_the_culprit(tmp_path, change, culprit):
+    with pytest.raises(ConfigError) as error:
+        load_grid(grid_file(tmp_path, TINY.replace(*change)))
+    assert culprit in str(error.value)
+
+
+def test_the_shipped_grids_load(tmp_path):
+    for path in sorted((ROOT / "configs").glob("bench_*.yaml")):
+        assert load_grid(path).points, path
+
+
+@pytest.mark.slow
+def test_a_grid_gives_the_same_results_in_one_process_or_two_and_resumes(tmp_path):
+    grid = load_grid(
+        grid_file(
+            tmp_path, TINY.replace("  other-lattice: {instrument: {simulator: {seed: 3}}}\n", "")
+        )
+    )
+    alone = run_grid(grid, tmp_path / "alone", workers=1)
+    shared = run_grid(grid, tmp_path / "shared", workers=2)
+    timing = ("wall_s", "median_decision_latency_s", "idle_fraction")
+    for a, b in zip(alone, shared, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    dkl = next(r for r in alone if r["arm"] == "dkl")
+    assert dkl["n_measurements"] == 9 and len(dkl["trace"]["best_fraction"]) == 9
+    assert dkl["map"]["n"] == [3, 6, 9] and dkl["final_map_rmse"] is not None
+    assert 0 < dkl["final_best_fraction"] <= 1
+
+    # Resume: one campaign's file lost, a half-written one left behind; only that one reruns.
+    files = sorted((tmp_path / "alone" / "campaigns").glob("*.json"))
+    assert len(files) == len(grid.points)
+    files[0].unlink()
+    files[0].with_suffix(".partial").write_text("{")
+    ran = []
+    again = run_grid(grid, tmp_path / "alone", workers=1, on_result=ran.append)
+    assert len(ran) == len(grid.points)
+    rerun = json.loads(files[0].read_text())
+    changed = [i for i, (a, b) in enumerate(zip(alone, again, strict=True)) if a != b]
+    assert len(changed) <= 1  # the rerun one (its timings differ), every other read back as is
+    assert rerun in again and rerun["trace"] == alone[again.index(rerun)]["trace"]
+
+
+def test_bench_campaigns_writes_results_tables_and_plots(tmp_path):
+    from dklscope.cli import main
+
+    text = TINY.replace("  other-lattice: {instrument: {simulator: {seed: 3}}}\n", "")
+    out = tmp_path / "out"
+    argv = ["bench", "campaigns", str(grid_file(tmp_path, text)), "--out", str(out)]
+    assert main([*argv, "--workers", "1", "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["arm"], r["n_seeds"]) for r in rows] == [("dkl", 2), ("gp-xy", 2), ("random", 2)]
+    aggregate = json.loads((out / "aggregate.json").read_text())
+    for key in ("steps_to_90pct_best_median", "final_best_fraction_median", "coverage95_median"):
+        assert all(key in row for row in aggregate), key
+    for name in ("campaigns.csv", "aggregate.csv", "best_fraction.png", "map_rmse.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(list((out / "campaigns").glob("*.json"))) == 6
+
+
+@pytest.mark.slow
+def test_a_grid_on_a_local_ray_instance_gives_the_local_results(tmp_path):
+    pytest.importorskip("ray")
+    text = TINY.replace("  other-lattice: {instrument: {simulator: {seed: 3}}}\n", "")
+    grid = load_grid(grid_file(tmp_path, text.replace("seeds: [4, 5]", "seeds: [4]")))
+    local = run_grid(grid, tmp_path / "local", workers=1)
+    on_ray = run_grid(grid, tmp_path / "ray", workers=2, executor="ray")
+    timing = ("wall_s", "median_decision_latency_s", "idle_fraction")
+    for a, b in zip(local, on_ray, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }

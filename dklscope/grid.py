@@ -3,9 +3,9 @@
 A grid file (YAML; `configs/bench_*.yaml`) names a ``base`` campaign (a config file, relative to
 the grid file, or a mapping), the ``samples`` and the ``arms`` (each a partial config merged
 over the base: a sample sets the simulator and its scalarizer, an arm the policy, model and
-embedding), the ``seeds`` (a count or a list), the ``budgets`` (policy steps; default the
-base's), ``pipeline`` (a list of booleans), ``eval_every`` (measurements between evaluations
-of the predicted map) and ``top_percent``::
+embedding), the ``seeds`` (a count or a list), the ``budgets`` (policy steps) and
+``pipeline`` (booleans) to run each with (default: as the base, sample and arm say),
+``eval_every`` (measurements between evaluations of the predicted map) and ``top_percent``::
 
     base: quickstart.yaml
     samples:
@@ -91,9 +91,11 @@ def load_grid(path: str | Path) -> Grid:
     seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("seeds", f"must be a count or a list of integers, got {seeds!r}")
-    budgets = data.get("budgets", [None])
-    pipelines = data.get("pipeline", [base.get("runner", {}).get("pipeline", False)])
-    if not isinstance(pipelines, list) or not all(isinstance(p, bool) for p in pipelines):
+    budgets = data.get("budgets", [None])  # None: as the base, sample and arm say
+    pipelines = data.get("pipeline", [None])
+    if not isinstance(pipelines, list) or not all(
+        p is None or isinstance(p, bool) for p in pipelines
+    ):
         raise ConfigError("pipeline", f"must be a list of true/false, got {pipelines!r}")
     if not isinstance(budgets, list) or not all(b is None or isinstance(b, int) for b in budgets):
         raise ConfigError("budgets", f"must be a list of step counts, got {budgets!r}")
@@ -104,15 +106,20 @@ def load_grid(path: str | Path) -> Grid:
                 for pipeline in pipelines:
                     for seed in seeds:
                         merged = _merge(_merge(base, sample_part), arm_part)
-                        merged = _merge(
-                            merged,
-                            {"seed": seed, "runner": {"pipeline": pipeline}}
-                            | ({} if steps is None else {"budget": {"steps": steps}}),
-                        )
+                        merged = _merge(merged, {"seed": seed})
+                        if steps is not None:
+                            merged = _merge(merged, {"budget": {"steps": steps}})
+                        if pipeline is not None:
+                            merged = _merge(merged, {"runner": {"pipeline": pipeline}})
                         config = _checked(merged, f"samples.{sample} + arms.{arm}", path.parent)
                         points.append(
                             GridPoint(
-                                sample, arm, seed, config.budget.steps, pipeline, config.to_dict()
+                                sample,
+                                arm,
+                                seed,
+                                config.budget.steps,
+                                config.runner.pipeline,
+                                config.to_dict(),
                             )
                         )
     eval_every = data.get("eval_every", 10)

@@ -141,3 +141,13 @@ def test_a_grid_on_a_local_ray_instance_gives_the_local_results(tmp_path):
         assert {k: v for k, v in a.items() if k not in timing} == {
             k: v for k, v in b.items() if k not in timing
         }
+
+
+def test_an_arm_keeps_its_own_pipelining_unless_the_grid_sets_one(tmp_path):
+    text = TINY.replace("  dkl: {}", "  dkl: {runner: {pipeline: true}}")
+    grid = load_grid(grid_file(tmp_path, text))
+    assert {(p.arm, p.pipeline) for p in grid.points} == {
+        ("random", False), ("dkl", True), ("gp-xy", False)
+    }  # fmt: skip
+    grid = load_grid(grid_file(tmp_path, text + "pipeline: [false]\n"))
+    assert not any(p.pipeline for p in grid.points)

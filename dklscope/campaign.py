@@ -604,6 +604,7 @@ def _learner(config: Config, in_dim: int, network: nn.Module | None) -> DKLLearn
         full_refit_every=m.full_refit_every,
         train_subset=m.train_subset,
         learning_rate=m.learning_rate,
+        weight_decay=m.weight_decay,
         seed=config.seed,
     )
 

@@ -216,6 +216,7 @@ class ModelConfig:
     full_refit_every: int = 0  # every this many fits start afresh (0: never)
     train_subset: int | None = 512  # points per training step at most (null: all of them)
     learning_rate: float = 0.01
+    weight_decay: float = 0.0  # shrinks the network's weights each step (AdamW), against overfit
 
     def __post_init__(self) -> None:
         _check(
@@ -250,6 +251,7 @@ class ModelConfig:
             f"must be >= 2 or null, got {self.train_subset}",
         )
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
 # The built-in scalarizer kinds (dklscope.scalarizers) and the keys each reads besides the

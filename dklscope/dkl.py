@@ -230,16 +230,26 @@ def train_exact_mll(
     *,
     subset: int | None = None,
     generator: torch.Generator | None = None,
+    weight_decay: float = 0.0,
 ) -> list[float]:
     """Minimise `negative_mll` with Adam; returns the loss per iteration.
 
     With ``subset``, each iteration uses a random subset of at most ``subset`` training points
     (drawn with ``generator``), so the cost of an iteration stays bounded however many points
-    there are; the model stays conditioned on all of them. Leaves the model in eval mode.
+    there are; the model stays conditioned on all of them. ``weight_decay`` shrinks the
+    network's weights (decoupled, as AdamW; the GP's hyperparameters are not decayed): the
+    marginal likelihood alone lets the network overfit and the GP grow overconfident. Leaves
+    the model in eval mode.
     """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate, fused=fused or None)
+    network = {id(p) for p in model.feature_extractor.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) in network], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if id(p) not in network], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=fused or None)
     inputs, targets = model.train_inputs[0], model.train_targets
     n = targets.shape[0]
     model.train()
@@ -287,6 +297,7 @@ class DKLLearner:
         full_refit_every: int = 0,
         train_subset: int | None = 512,
         learning_rate: float = 0.01,
+        weight_decay: float = 0.0,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
@@ -307,6 +318,7 @@ class DKLLearner:
         self.full_refit_every = full_refit_every
         self.train_subset = train_subset
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.dtype, self.device = dtype, torch.device(device)
         self._generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Tensor] | None = None
@@ -359,6 +371,7 @@ class DKLLearner:
             self.learning_rate,
             subset=self.train_subset,
             generator=self._generator,
+            weight_decay=self.weight_decay,
         )
         # Everything but the outcome transform, whose statistics belong to these data.
         self._state = {

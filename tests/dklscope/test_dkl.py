@@ -206,3 +206,23 @@ def test_negative_mll_is_gpytorchs_exact_marginal_log_likelihood():
         strict=True,
     ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_weight_decay_shrinks_the_network_but_not_the_gp_hyperparameters():
+    X, y = data(30, seed=5)
+
+    def fitted(weight_decay):
+        learner = DKLLearner(
+            6, first_fit_iterations=60, learning_rate=0.05, weight_decay=weight_decay, seed=1
+        )
+        return learner.fit(X, y)
+
+    plain, decayed = fitted(0.0), fitted(5.0)
+
+    def norm(model):
+        return sum(p.pow(2).sum() for p in model.feature_extractor.parameters()).sqrt().item()
+
+    assert norm(decayed) < 0.8 * norm(plain)
+    # The hyperparameters are fitted, not pulled to zero (a raw value of 0 would give 0.69).
+    lengthscale = decayed.covar_module.base_kernel.raw_lengthscale
+    assert lengthscale.abs().max().item() > 0.05

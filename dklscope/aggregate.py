@@ -314,7 +314,7 @@ def curve_figure(
         handles[f"{reference:g}"] = reference_line  # last in the legend
     for ax in axes[len(samples) :]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small")
     fig.suptitle(f"median over seeds, {confidence:.0%} bootstrap CI", fontsize="medium")
     return fig
 

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import Config, ConfigError, from_dict, resolve_files
+from .config import Config, ConfigError, from_dict, load_config, resolve_files
 from .jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,13 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def _base(value: Any, folder: Path) -> dict[str, Any]:
+    """The base campaign as plain data; a base file's relative paths are read from its own
+    folder (those of a mapping, from the grid file's)."""
     if isinstance(value, str):
-        file = folder / value
         try:
-            value = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError("base", f"{file}: cannot read: {exc}") from None
+            return load_config(folder / value).to_dict()
+        except ConfigError as exc:
+            raise ConfigError("base", str(exc)) from None
     if not isinstance(value, dict):
         raise ConfigError("base", "must be a campaign config file or mapping")
     return value

@@ -151,3 +151,12 @@ def test_an_arm_keeps_its_own_pipelining_unless_the_grid_sets_one(tmp_path):
     }  # fmt: skip
     grid = load_grid(grid_file(tmp_path, text + "pipeline: [false]\n"))
     assert not any(p.pipeline for p in grid.points)
+
+
+def test_a_base_file_reads_its_relative_paths_from_its_own_folder(tmp_path):
+    (tmp_path / "grids").mkdir()
+    grid = tmp_path / "grids" / "g.yaml"
+    grid.write_text(f"base: {ROOT / 'configs' / 'beps_replay.yaml'}\nseeds: 1\n")
+    (point,) = load_grid(grid).points
+    path = Path(point.config["instrument"]["simulator"]["replay"]["path"])
+    assert path.is_absolute() and path.name == "BEPS_PTO_50x50.h5" and path.is_file()

@@ -383,6 +383,8 @@ class Campaign:
         self.decisions += records
         self._queue += records
         self.taken[[r.candidate for r in records]] = True
+        for record in records:
+            self._publish("decision", **dataclasses.asdict(record))
 
     def policy_state(
         self, rng: np.random.Generator | None = None, pending: list[int] | None = None

@@ -364,7 +364,19 @@ def test_progress_events_are_published_for_every_measurement():
                 break
         subscriber.close()
     kinds = [e["event"] for e in events]
-    assert kinds == ["started"] + ["measurement"] * 20 + ["stopped"]
+    assert (kinds[0], kinds[-1]) == ("started", "stopped")
+    assert (kinds.count("decision"), kinds.count("measurement")) == (20, 20)
+    decided = [e for e in events if e["event"] == "decision"]
+    for d in decided:  # each point is announced before it is measured
+        when = {
+            e["event"]: i
+            for i, e in enumerate(events)
+            if e.get("decision", e.get("number")) == d["number"]
+        }
+        assert when["decision"] < when["measurement"]
+    assert [(e["number"], e["x"], e["y"]) for e in decided] == [
+        (d.number, d.x, d.y) for d in campaign.decisions
+    ]
     measured = [e for e in events if e["event"] == "measurement"]
     assert [e["seq"] for e in measured] == [m.seq for m in history]
     assert [e["scalar"] for e in measured] == [m.scalar for m in history]

@@ -607,6 +607,7 @@ def _learner(config: Config, in_dim: int, network: nn.Module | None) -> DKLLearn
         train_subset=m.train_subset,
         learning_rate=m.learning_rate,
         weight_decay=m.weight_decay,
+        passthrough=2 if m.input == "patches_and_position" else 0,
         seed=config.seed,
     )
 
@@ -664,12 +665,14 @@ def _model_inputs(
 ) -> tuple[torch.Tensor, nn.Module | None]:
     """The DKL's candidate inputs and its network (None: a fresh MLP) for ``model.input``, from
     the standardised candidate ``patches`` (N, size, size) and their ``positions`` (N, 2)."""
+    xy = _standardised(torch.as_tensor(positions, dtype=torch.float64))
     if model.input == "coordinates":
-        xy = torch.as_tensor(positions, dtype=torch.float64)
-        return _standardised(xy), nn.Identity()
+        return xy, nn.Identity()
     flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
     if model.input == "patches":
         return flat, None
+    if model.input == "patches_and_position":  # the learner passes the last 2 columns through
+        return torch.cat([flat, xy], dim=1), None
     assert embedding is not None  # the config checks this
     if model.input == "latents":
         z = embedding.encode(patches[:, None].astype(np.float32)).z_loc

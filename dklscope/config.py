@@ -205,8 +205,12 @@ class ModelConfig:
     # What the GP's network sees: the raw patches through a fresh MLP (``patches``); the
     # embedding's fixed latents, the GP on them directly (``latents``); the patches through
     # the embedding's trained encoder, trained further (``encoder``) or not (``frozen_encoder``);
-    # or only the probe positions, a plain GP on (x, y) blind to structure (``coordinates``).
-    input: Literal["patches", "latents", "encoder", "frozen_encoder", "coordinates"] = "patches"
+    # only the probe positions, a plain GP on (x, y) blind to structure (``coordinates``); or
+    # the raw patches through a fresh MLP with the positions beside its features, so the GP
+    # needs both a similar structure and a near place to be sure (``patches_and_position``).
+    input: Literal[
+        "patches", "latents", "encoder", "frozen_encoder", "coordinates", "patches_and_position"
+    ] = "patches"
     hidden: tuple[int, ...] = (64, 32)  # widths of the hidden layers
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -552,7 +556,8 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.dwell_s > 0, "dwell_s", f"must be > 0, got {self.dwell_s}")
         _check(
-            self.model.input in ("patches", "coordinates") or self.embedding.kind != "none",
+            self.model.input in ("patches", "coordinates", "patches_and_position")
+            or self.embedding.kind != "none",
             "model.input",
             f"{self.model.input!r} needs an embedding: set embedding.kind",
         )

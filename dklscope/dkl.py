@@ -54,6 +54,19 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Passthrough(nn.Module):
+    """``network`` on all but the last ``k`` input columns, with those ``k`` appended to its
+    output unchanged (``... x d`` -> ``... x (features + k)``): e.g. the probe position beside
+    a patch's learned features, so the kernel measures both similarities."""
+
+    def __init__(self, network: nn.Module, k: int) -> None:
+        super().__init__()
+        self.network, self.k = network, k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.network(x[..., : -self.k]), x[..., -self.k :]], dim=-1)
+
+
 class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
     """``y = f(g(x)) + noise`` with ``f ~ GP(c, s * k(., .))`` and ``g`` a neural network.
 
@@ -273,7 +286,9 @@ class DKLLearner:
 
     The network is ``network`` when given (a trained encoder mapping ``... x in_dim`` to
     features, or ``nn.Identity()`` for a GP on fixed features; ``freeze_network`` keeps its
-    weights), else a fresh MLP ``in_dim -> hidden -> feature_dim`` initialised from ``seed``.
+    weights), else a fresh MLP ``in_dim -> hidden -> feature_dim`` initialised from ``seed``
+    (with ``passthrough`` k: on all but the last k input columns, which reach the kernel as
+    they are, `Passthrough`).
     The first fit runs ``first_fit_iterations`` Adam steps from it; later fits start from the
     previous weights and hyperparameters and run ``refit_iterations`` steps (0: keep them and
     only condition on the new data). Every ``full_refit_every`` fits (0: never) a fit starts
@@ -298,6 +313,7 @@ class DKLLearner:
         train_subset: int | None = 512,
         learning_rate: float = 0.01,
         weight_decay: float = 0.0,
+        passthrough: int = 0,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
@@ -305,7 +321,9 @@ class DKLLearner:
         if network is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                network = mlp(in_dim, hidden, feature_dim)
+                network = mlp(in_dim - passthrough, hidden, feature_dim)
+            if passthrough:
+                network = Passthrough(network, passthrough)
         else:
             network = copy.deepcopy(network)
         self._initial_network = network.to(dtype=dtype, device=device)

@@ -3,7 +3,14 @@ import pytest
 import torch
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from dklscope.dkl import DKLLearner, DKLModel, mlp, negative_mll, posterior_mean_std
+from dklscope.dkl import (
+    DKLLearner,
+    DKLModel,
+    Passthrough,
+    mlp,
+    negative_mll,
+    posterior_mean_std,
+)
 
 
 def data(n, seed, sign=1.0):
@@ -226,3 +233,17 @@ def test_weight_decay_shrinks_the_network_but_not_the_gp_hyperparameters():
     # The hyperparameters are fitted, not pulled to zero (a raw value of 0 would give 0.69).
     lengthscale = decayed.covar_module.base_kernel.raw_lengthscale
     assert lengthscale.abs().max().item() > 0.05
+
+
+def test_passthrough_columns_reach_the_kernel_beside_the_learned_features():
+    X, y = data(25, seed=8)
+    learner = DKLLearner(6, hidden=(8,), feature_dim=2, passthrough=2, first_fit_iterations=5)
+    model = learner.fit(X, y)
+    network = model.feature_extractor
+    assert isinstance(network, Passthrough)
+    with torch.no_grad():
+        out = network(X)
+        assert out.shape == (25, 4)
+        torch.testing.assert_close(out[:, 2:], X[:, 4:])  # the last two columns, unchanged
+        torch.testing.assert_close(out[:, :2], network.network(X[:, :4]))
+    assert network.network[0].in_features == 4

@@ -413,3 +413,15 @@ def test_a_campaign_built_from_objects_steps_one_decision_at_a_time():
         assert [m.acquisition_value for m in chosen] == [1.0] * 3
         assert len(campaign.history) == 8 and not campaign.done
         assert campaign.best().scalar == max(m.scalar for m in seeds + chosen)
+
+
+def test_a_campaign_on_patches_and_position_gives_the_kernel_both():
+    config = tiny("model: {input: patches_and_position, hidden: [16], first_fit_iterations: 30}\n")
+    with simulated_campaign(config) as (campaign, _):
+        assert campaign.candidates.shape[1] == 8 * 8 + 2
+        np.testing.assert_allclose(
+            campaign.candidates[:, -2:].mean(0).numpy(), [0.0, 0.0], atol=1e-9
+        )  # standardised positions
+        campaign.step()
+        assert campaign.run() == "budget of steps spent"
+        assert campaign.model.feature_extractor(campaign.candidates[:3]).shape == (3, 4)

@@ -160,7 +160,7 @@ class Campaign:
         )
         self.taken[[d.candidate for d in self.decisions]] = True
         drifts = journal.events("drift")
-        self.drift_px = (drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0)
+        self._set_drift((drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0))
         self._drift_checked_at = drifts[-1]["after_seq"] if drifts else 0
         self.stop_reason: str | None = None
         self._stop_requested = False
@@ -219,15 +219,19 @@ class Campaign:
     def unavailable(self) -> np.ndarray:
         """(N,) bool: candidates that may not be chosen now: decided already, or where the probe
         may not go (outside the limits or in a forbidden region, drift correction included)."""
-        if self.drift_px == (0.0, 0.0):
-            return self.taken.copy()
-        dx, dy = self.drift_px
-        check = self.description.check_position
-        return self.taken | np.array([check(x + dx, y + dy) is not None for x, y in self.positions])
+        return self.taken | self._drifted_out_of_reach
 
-    @property
-    def n_failed(self) -> int:
-        return sum(m.status == "failed" for m in self.history)
+    def _set_drift(self, drift_px: tuple[float, float]) -> None:
+        """Shift later moves by ``drift_px`` (dx, dy); find the candidates it puts out of reach
+        once here, not at every decision."""
+        self.drift_px = drift_px
+        self._drifted_out_of_reach = np.zeros(len(self.positions), dtype=bool)
+        if drift_px != (0.0, 0.0):
+            dx, dy = drift_px
+            check = self.description.check_position
+            self._drifted_out_of_reach[:] = [
+                check(x + dx, y + dy) is not None for x, y in self.positions
+            ]
 
     def request_stop(self) -> None:
         """Stop after the measurement under way is journaled (what Ctrl-C does); resumable."""
@@ -548,7 +552,8 @@ class Campaign:
             self.journal.log_event(
                 "drift", dx=dx, dy=dy, error=float(error), after_seq=len(self.history), image=n
             )
-        self.drift_px, self._drift_checked_at = (dx, dy), len(self.history)
+        self._set_drift((dx, dy))
+        self._drift_checked_at = len(self.history)
         log.info("drift: the specimen moved by (dx=%.2f, dy=%.2f) px", dx, dy)
         self._publish("drift", dx=dx, dy=dy, after_seq=len(self.history))
         return dx, dy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, SimulatorConfig
 from .drivers import DriverServer
@@ -66,10 +67,14 @@ def serve_simulator(
 
 
 @contextmanager
-def simulated_campaign(config: Config) -> Iterator[tuple[Campaign, Sample]]:
-    """A `Campaign` of ``config`` on its built-in simulator, served on loopback and reached over
-    ZeroMQ as `dklscope run` does, with a journal in memory; yields it and its sample (the
-    ground truth). For tests, benchmarks and notebooks that want no output folder."""
+def simulated_campaign(
+    config: Config, journal: str | Path = ":memory:", **objects: Any
+) -> Iterator[tuple[Campaign, Sample]]:
+    """A `Campaign` of ``config`` on a fresh built-in simulator, served on loopback and reached
+    over ZeroMQ as `dklscope run` does, with its journal at ``journal`` (by default in memory;
+    a file that holds a campaign resumes it); yields it and its sample (the ground truth).
+    ``objects`` go to `Campaign` (``policy``, ``scalarizer``, ``publisher``...). For tests,
+    benchmarks and notebooks that want no output folder."""
     from .campaign import Campaign
     from .drivers import MicroscopeClient
     from .journal import Journal
@@ -81,6 +86,6 @@ def simulated_campaign(config: Config) -> Iterator[tuple[Campaign, Sample]]:
     with (
         serve_simulator(sample, sim, noise_seed=config.seed) as address,
         MicroscopeClient(address) as client,
-        Journal(":memory:") as journal,
+        Journal(journal) as opened,
     ):
-        yield Campaign(config, client, journal), sample
+        yield Campaign(config, client, opened, **objects), sample

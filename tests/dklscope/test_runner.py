@@ -15,11 +15,9 @@ import numpy as np
 import pytest
 import zmq
 
-from dklscope.campaign import Campaign
 from dklscope.cli import main
 from dklscope.config import parse_config
-from dklscope.drivers import MicroscopeClient
-from dklscope.instruments import build_sample, serve_simulator, simulated_campaign
+from dklscope.instruments import simulated_campaign
 from dklscope.journal import Journal
 from dklscope.policies import Choice
 from dklscope.progress import ProgressPublisher
@@ -41,16 +39,10 @@ def tiny(extra: str = ""):
 
 
 @contextmanager
-def campaign_on(config, journal_path=":memory:", **kwargs):
-    """A campaign of ``config`` on a fresh simulator (as after a restart), journal at path."""
-    sim = config.instrument.simulator
-    sample = build_sample(sim)
-    with (
-        serve_simulator(sample, sim, noise_seed=config.seed) as address,
-        MicroscopeClient(address) as client,
-        Journal(journal_path) as journal,
-    ):
-        yield Campaign(config, client, journal, **kwargs)
+def campaign_on(config, journal=":memory:", **objects):
+    """A campaign of ``config`` on a fresh simulator (as after a restart)."""
+    with simulated_campaign(config, journal, **objects) as (campaign, _):
+        yield campaign
 
 
 def same_measurements(a, b):

@@ -457,9 +457,9 @@ def _stats(
         np.asarray(values, dtype=float).reshape(-1, 1), confidence, n_bootstrap, rng
     )
     return (
-        _finite_or_none(float(median[0])),
-        _finite_or_none(float(low[0])),
-        _finite_or_none(float(high[0])),
+        json_safe(float(median[0])),
+        json_safe(float(low[0])),
+        json_safe(float(high[0])),
     )
 
 
@@ -520,10 +520,6 @@ def _line_label(group: Group, several_budgets: bool, both_pipelines: bool) -> st
     if both_pipelines and group[3]:
         parts.append("pipelined")
     return f"{group[1]} ({', '.join(parts)})" if parts else str(group[1])
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Path:

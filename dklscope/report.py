@@ -118,7 +118,7 @@ def summarize(campaign: Campaign, wall_s: float | None = None) -> dict[str, Any]
         "n_failed": sum(m.status == "failed" for m in history),
         "n_retried": sum(m.status == "retried" for m in history),
         "n_seed_points": len({m.decision for m in history if m.kind == "seed"}),
-        "best_value": _finite_or_none(best.scalar) if best else None,
+        "best_value": json_safe(best.scalar) if best else None,
         "best_position": None,
         "wall_s": wall_s,
         "median_decision_latency_s": _median(list(decision_latencies.values())),
@@ -202,10 +202,6 @@ def ground_truth_figures(campaign: Campaign, sample: Sample) -> dict[str, Any]:
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def _scored(history: Sequence[Measurement]) -> list[Measurement]:

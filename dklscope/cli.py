@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         try:
             with Journal(out / JOURNAL_NAME) as journal:
-                if status := _check_resumed_config(journal, config, args):
+                if status := _check_resumed_config(journal, config, config_text, args):
                     return status
         except (JournalError, sqlite3.DatabaseError) as exc:
             return _usage_error(f"--resume {out}: {exc}")
@@ -309,7 +309,9 @@ def _run(args: argparse.Namespace) -> int:
     return status
 
 
-def _check_resumed_config(journal: Journal, config: Config, args: argparse.Namespace) -> int:
+def _check_resumed_config(
+    journal: Journal, config: Config, config_text: str, args: argparse.Namespace
+) -> int:
     """0 if ``config`` is the journal's, or differs and ``--force`` says go on (journaled);
     else the exit code of a refusal."""
     try:
@@ -329,7 +331,7 @@ def _check_resumed_config(journal: Journal, config: Config, args: argparse.Names
     with journal.transaction():
         journal.log_event("config_changed", keys=changed, before=journaled, after=now)
         journal.set_metadata("config", now)
-        journal.set_metadata("config_text", args.config.read_text(encoding="utf-8"))
+        journal.set_metadata("config_text", config_text)
     return 0
 
 

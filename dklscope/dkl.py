@@ -20,11 +20,14 @@ import io
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gpytorch
 import numpy as np
 import torch
+from botorch.acquisition.objective import PosteriorTransform
+from botorch.models import ModelListGP
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
 from botorch.posteriors import GPyTorchPosterior
@@ -41,7 +44,8 @@ Kernel = Literal["rbf", "matern52"]
 
 MAX_CHOLESKY = 4096  # training sets up to this size are factorised exactly
 EXACT_VARIANCE_MAX = 1024  # predictive variances are exact up to this many training points
-VARIANCE_RANK = 256  # and conditioned on this many leading directions above
+VARIANCE_RANK = 256  # and given this many of them above (an upper bound)
+CHUNK_ELEMENTS = 2**18  # candidates x training points per chunk of a prediction
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -104,7 +108,7 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         self.mean_module = ConstantMean()
         self.covar_module = ScaleKernel(base)
         self.outcome_transform = outcome_transform
-        self._marginal_cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._marginal_cache: _Factors | None = None
         self.to(train_X)
 
     def forward(self, x: Tensor) -> MultivariateNormal:
@@ -141,23 +145,30 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         """Predictive mean and variance of the latent function at each row of ``X`` (``b x
         d``), each of shape ``(b,)``, in standardised units.
 
-        The mean is exact. The variance is ``k(x, x) - k_x^T W W^T k_x``: with ``n`` training
-        points up to `EXACT_VARIANCE_MAX`, ``W W^T = K^-1`` and it is exact (cost ``b n^2``);
-        above, ``W`` conditions on the `VARIANCE_RANK` leading directions of ``K`` (a
-        randomised range finder), which costs ``b n r`` and can only overstate the variance.
-        The training-side factors are computed once per trained model.
+        The mean is exact. With ``n`` training points up to `EXACT_VARIANCE_MAX` so is the
+        variance (cost ``b n^2``). Above, it is the variance given ``r`` = `VARIANCE_RANK`
+        sums of observations instead of the ``n`` observations themselves: the training
+        points are grouped around the first ``r`` pivots of a pivoted Cholesky factorisation
+        (each point with the pivot it is most correlated with), and the GP conditions on each
+        group's sum. Knowing less can only overstate the variance (by a few percent on compact
+        groups), and it costs ``b (n + r^2)``. The training-side factors are computed once
+        per trained model; the candidates go through in chunks of about `CHUNK_ELEMENTS`
+        cross-covariances.
         """
         self.eval()
-        cache = self._marginal_cache
-        if cache is None:
-            cache = self._marginal_cache = self._factorise()
-        features, alpha, W, constant = cache
-        z = self.feature_extractor(X)
-        cross = self.covar_module(z, features).to_dense()  # b x n
-        prior = self.covar_module(z, diag=True)
-        mean = constant + cross @ alpha
-        variance = prior - (cross @ W).pow(2).sum(-1)
-        return mean, variance.clamp_min(1e-12 * float(prior.detach().max()))
+        if self._marginal_cache is None:
+            self._marginal_cache = self._factorise()
+        f = self._marginal_cache
+        means, variances = [], []
+        for chunk in X.split(max(1, CHUNK_ELEMENTS // len(f.alpha))):
+            z = self.feature_extractor(chunk)
+            cross = cross_covariance(self.covar_module, z, f.features)  # b x n
+            prior = self.covar_module.outputscale.expand(len(z))
+            means.append(f.constant + cross @ f.alpha)
+            known = cross if f.groups is None else _group_sums(cross, f.groups, len(f.W))
+            variances.append(prior - (known @ f.W).pow(2).sum(-1))
+        variance = torch.cat(variances)
+        return torch.cat(means), variance.clamp_min(1e-12 * float(self.covar_module.outputscale))
 
     def condition_on_pending(self, X_pending: Tensor) -> DKLModel:
         """A copy of this model that has also seen ``X_pending`` (``p x d``, points being
@@ -177,7 +188,7 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         believer._marginal_cache = None
         return believer
 
-    def _factorise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _factorise(self) -> _Factors:
         inputs, targets = self.train_inputs[0], self.train_targets
         with torch.no_grad():
             features = self.feature_extractor(inputs)
@@ -187,14 +198,16 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
             constant = self.mean_module(features[:1]).reshape(())
             L = psd_safe_cholesky(K)
             alpha = torch.cholesky_solve((targets - constant).unsqueeze(-1), L).squeeze(-1)
-            n = K.shape[0]
-            if n <= EXACT_VARIANCE_MAX:
-                W = torch.linalg.solve_triangular(
-                    L, torch.eye(n, dtype=K.dtype, device=K.device), upper=False
-                ).T
-            else:
-                W = _leading_root(K, VARIANCE_RANK)
-        return features, alpha, W, constant
+            groups = None
+            if K.shape[0] > EXACT_VARIANCE_MAX:
+                pivots = greedy_pivots(K, VARIANCE_RANK)
+                groups = K[:, pivots].argmax(1)
+                groups[pivots] = torch.arange(len(pivots), device=K.device)
+                r = len(pivots)
+                L = psd_safe_cholesky(_group_sums(_group_sums(K, groups, r).T, groups, r))
+            eye = torch.eye(L.shape[0], dtype=K.dtype, device=K.device)
+            W = torch.linalg.solve_triangular(L, eye, upper=False).T
+        return _Factors(features, alpha, W, constant, groups)
 
     def train(self, mode: bool = True) -> DKLModel:
         if mode:  # training changes the weights the factors were made with
@@ -202,17 +215,61 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         return super().train(mode)
 
 
-def _leading_root(K: Tensor, rank: int) -> Tensor:
-    """``W`` (``n x r``) with ``W W^T = Q (Q^T K Q)^-1 Q^T``, where ``Q`` spans the leading
-    ``r`` directions of the positive definite ``K``, found by a randomised range finder with
-    two power iterations and a fixed seed (deterministic)."""
-    generator = torch.Generator(device=K.device).manual_seed(0)
-    omega = torch.randn(K.shape[0], rank, dtype=K.dtype, device=K.device, generator=generator)
-    Q = torch.linalg.qr(K @ omega).Q
-    for _ in range(2):
-        Q = torch.linalg.qr(K @ Q).Q
-    C = psd_safe_cholesky(Q.T @ K @ Q)
-    return torch.linalg.solve_triangular(C, Q.T, upper=False).T
+@dataclass(frozen=True)
+class _Factors:
+    """What a trained model's predictions need from its training data: the training
+    ``features`` (``n x k``), ``alpha = K^-1 (y - constant)`` (``(n,)``), and ``W``
+    (``r x r``) with ``W W^T`` the inverse of the covariance of the observations the variance
+    is conditioned on: all of them (``groups`` None, ``r = n``), or the sums over ``groups``
+    (``(n,)``, each training point's group in ``0..r-1``)."""
+
+    features: Tensor
+    alpha: Tensor
+    W: Tensor
+    constant: Tensor
+    groups: Tensor | None
+
+
+def _group_sums(M: Tensor, groups: Tensor, r: int) -> Tensor:
+    """The columns of ``M`` (``b x n``) summed by ``groups`` (``(n,)`` in ``0..r-1``): ``b x r``."""
+    return M.new_zeros(M.shape[0], r).index_add_(1, groups, M)
+
+
+def greedy_pivots(K: Tensor, rank: int) -> Tensor:
+    """The first ``rank`` pivots of a pivoted Cholesky factorisation of the positive definite
+    ``K`` (``n x n``): each the index of the largest variance left given the ones before
+    (Harbrecht et al. 2012). Returns ``(rank,)`` indices, deterministic."""
+    rank = min(rank, K.shape[0])
+    residual = K.diagonal().clone()
+    rows = K.new_zeros(rank, K.shape[0])
+    pivots = torch.empty(rank, dtype=torch.long, device=K.device)
+    for m in range(rank):
+        i = torch.argmax(residual)
+        pivots[m] = i
+        rows[m] = (K[i] - rows[:m, i] @ rows[:m]) / residual[i].sqrt()
+        residual -= rows[m] * rows[m]
+        residual[pivots[: m + 1]] = -math.inf  # never chosen twice
+    return pivots
+
+
+def cross_covariance(kernel: ScaleKernel, z: Tensor, Z: Tensor) -> Tensor:
+    """``kernel(z, Z)`` (``b x n``) for a ``ScaleKernel`` over an RBF or Matérn-5/2 kernel
+    with one lengthscale per feature, evaluated in place: the same values as gpytorch's, in
+    about a third of the time and memory, for predicting over many candidates."""
+    base = kernel.base_kernel
+    lengthscale = base.lengthscale.reshape(-1)
+    centre = Z.mean(0)
+    a, A = (z - centre) / lengthscale, (Z - centre) / lengthscale
+    D = torch.addmm((A * A).sum(-1), a, A.T, alpha=-2.0)
+    D.add_((a * a).sum(-1, keepdim=True)).clamp_min_(0.0)  # squared scaled distances
+    if isinstance(base, RBFKernel):
+        K = D.mul_(-0.5).exp_()
+    elif isinstance(base, MaternKernel) and base.nu == 2.5:
+        d = D.sqrt_().mul_(math.sqrt(5.0))
+        K = torch.exp(-d).mul_(d.square().div_(3.0).add_(d).add_(1.0))
+    else:
+        raise TypeError(f"no fast cross-covariance for {type(base).__name__}")
+    return K.mul_(kernel.outputscale)
 
 
 def _output_dim(module: nn.Module, train_X: Tensor) -> int:
@@ -220,24 +277,47 @@ def _output_dim(module: nn.Module, train_X: Tensor) -> int:
         return int(module(train_X[:1]).shape[-1])
 
 
+class _GaussianFit(torch.autograd.Function):
+    """``0.5 r^T K^-1 r + 0.5 log det K`` for a positive definite ``K`` (``n x n``) and a
+    residual ``r`` (``(n,)``), with the gradient written out: ``dK = 0.5 (K^-1 - a a^T)`` and
+    ``dr = a`` for ``a = K^-1 r``. One Cholesky factorisation forward and one inverse from it
+    backward, half the work of differentiating through the factorisation."""
+
+    @staticmethod
+    def forward(ctx: Any, K: Tensor, r: Tensor) -> Tensor:
+        L = psd_safe_cholesky(K)
+        a = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+        ctx.save_for_backward(L, a)
+        return 0.5 * (r @ a) + L.diagonal().log().sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+        L, a = ctx.saved_tensors
+        dK = torch.cholesky_inverse(L).sub_(torch.outer(a, a)).mul_(0.5 * grad)
+        return dK, grad * a
+
+
 def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
     """``-log p(y | X) / n``, the exact negative marginal log likelihood per point of the GP on
     the network's features: ``X`` is ``n x d``, ``y`` is ``(n,)`` (standardised), the result a
-    scalar with gradients. The same value as gpytorch's ``ExactMarginalLogLikelihood`` for this
-    model (Gaussian noise, no priors), with a third of the Python overhead per iteration."""
+    scalar with gradients. The same value and gradients as gpytorch's
+    ``ExactMarginalLogLikelihood`` for this model (Gaussian noise, no priors), with less than
+    half its work per iteration (`_GaussianFit`)."""
     z = model.feature_extractor(X)
     n = y.shape[-1]
     K = model.covar_module(z).to_dense()
     K = K + model.likelihood.noise * torch.eye(n, dtype=K.dtype, device=K.device)
-    L = psd_safe_cholesky(K)
-    residual = (y - model.mean_module(z)).unsqueeze(-1)
-    alpha = torch.cholesky_solve(residual, L)
-    fit = 0.5 * (residual * alpha).sum() + L.diagonal().log().sum()
+    fit = _GaussianFit.apply(K, y - model.mean_module(z))
     return fit / n + 0.5 * math.log(2 * math.pi)
 
 
+def members(model: DKLModel | ModelListGP) -> list[DKLModel]:
+    """The `DKLModel` of each output: ``[model]``, or the models of a `ModelListGP`."""
+    return list(model.models) if isinstance(model, ModelListGP) else [model]
+
+
 def train_exact_mll(
-    model: DKLModel,
+    model: DKLModel | ModelListGP,
     iterations: int,
     learning_rate: float,
     *,
@@ -245,7 +325,8 @@ def train_exact_mll(
     generator: torch.Generator | None = None,
     weight_decay: float = 0.0,
 ) -> list[float]:
-    """Minimise `negative_mll` with Adam; returns the loss per iteration.
+    """Minimise `negative_mll` with Adam; returns the loss per iteration. A `ModelListGP`
+    of models sharing one network (several outputs) minimises the sum over its outputs.
 
     With ``subset``, each iteration uses a random subset of at most ``subset`` training points
     (drawn with ``generator``), so the cost of an iteration stays bounded however many points
@@ -254,7 +335,8 @@ def train_exact_mll(
     marginal likelihood alone lets the network overfit and the GP grow overconfident. Leaves
     the model in eval mode.
     """
-    network = {id(p) for p in model.feature_extractor.parameters()}
+    outputs = members(model)
+    network = {id(p) for p in outputs[0].feature_extractor.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if id(p) in network], "weight_decay": weight_decay},
@@ -263,22 +345,28 @@ def train_exact_mll(
     groups = [g for g in groups if g["params"]]
     fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=fused or None)
-    inputs, targets = model.train_inputs[0], model.train_targets
-    n = targets.shape[0]
     model.train()
     losses = []
     for _ in range(iterations):
-        X, y = inputs, targets
-        if subset is not None and n > subset:
-            chosen = torch.randperm(n, generator=generator)[:subset].to(inputs.device)
-            X, y = inputs[chosen], targets[chosen]
         optimizer.zero_grad()
-        loss = negative_mll(model, X, y)
+        loss = sum(negative_mll(output, *_subset(output, subset, generator)) for output in outputs)
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())  # no device sync per iteration
     model.eval()
     return torch.stack(losses).tolist() if losses else []
+
+
+def _subset(
+    model: DKLModel, size: int | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """The model's training inputs and targets, or a random ``size`` of them."""
+    inputs, targets = model.train_inputs[0], model.train_targets
+    n = targets.shape[0]
+    if size is None or n <= size:
+        return inputs, targets
+    chosen = torch.randperm(n, generator=generator)[:size].to(inputs.device)
+    return inputs[chosen], targets[chosen]
 
 
 class DKLLearner:
@@ -369,19 +457,39 @@ class DKLLearner:
         self._since_fresh = int(saved["since_fresh"])
         self._generator.set_state(saved["generator"])
 
-    def fit(self, X: Tensor, Y: Tensor) -> DKLModel:
-        """A model of exactly these data: ``X`` is ``n x d``, ``Y`` is ``n`` or ``n x 1``."""
+    def fit(self, X: Tensor, Y: Tensor) -> DKLModel | ModelListGP:
+        """A model of exactly these data: ``X`` is ``n x d``, ``Y`` is ``n`` or ``n x m``.
+
+        One output gives a `DKLModel`; ``m`` outputs a BoTorch `ModelListGP` of ``m``
+        `DKLModel`, one GP per output (its own kernel hyperparameters, noise and
+        standardisation) on the features of one shared network, trained together on the sum
+        of their marginal likelihoods. Each output learns from its rows with a finite value
+        (at least 2 of them).
+        """
         X = X.to(dtype=self.dtype, device=self.device)
-        Y = Y.to(dtype=self.dtype, device=self.device).reshape(-1, 1)
+        Y = Y.to(dtype=self.dtype, device=self.device).reshape(len(X), -1)
         # Each model owns its network, so a returned model never changes under a later fit.
-        model = DKLModel(X, Y, copy.deepcopy(self._initial_network), self.kernel, self.noise_floor)
+        network = copy.deepcopy(self._initial_network)
+        outputs = []
+        for j, column in enumerate(Y.T):
+            finite = torch.isfinite(column)
+            if int(finite.sum()) < 2:
+                raise ValueError(f"output {j} has {int(finite.sum())} finite values; a fit needs 2")
+            y = column[finite].unsqueeze(-1)
+            outputs.append(DKLModel(X[finite], y, network, self.kernel, self.noise_floor))
+        model = outputs[0] if len(outputs) == 1 else ModelListGP(*outputs)
         afresh = self._state is None or (
             self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every
         )
         if afresh:
             iterations, self._since_fresh = self.first_fit_iterations, 1
         else:
-            model.load_state_dict(self._state, strict=False)
+            try:
+                model.load_state_dict(self._state, strict=False)
+            except RuntimeError:
+                raise ValueError(
+                    f"the learner was fitted to a different number of outputs than {len(outputs)}"
+                ) from None
             iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self.last_losses = train_exact_mll(
             model,
@@ -391,28 +499,44 @@ class DKLLearner:
             generator=self._generator,
             weight_decay=self.weight_decay,
         )
-        # Everything but the outcome transform, whose statistics belong to these data.
+        # Everything but the outcome transforms, whose statistics belong to these data.
         self._state = {
             k: v.detach().clone()
             for k, v in model.state_dict().items()
-            if not k.startswith("outcome_transform.")
+            if "outcome_transform." not in k
         }
         return model
 
 
 @torch.no_grad()
 def posterior_mean_std(
-    model: GPyTorchModel, X: Tensor, *, batch_size: int = 4096
+    model: GPyTorchModel,
+    X: Tensor,
+    *,
+    objective: PosteriorTransform | None = None,
+    batch_size: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marginal predictive mean and standard deviation of the latent function at each row of
-    ``X`` (``N x d``), both of shape ``(N,)``, in the units of the training data.
+    ``X`` (``N x d``), in the units of the training data: each of shape ``(N,)`` for one
+    output (or an ``objective`` combining several, such as BoTorch's
+    `ScalarizedPosteriorTransform`), ``N x m`` for ``m`` outputs.
 
     Works through ``X`` in batches of independent points, so memory grows with
     ``batch_size x n_train``, never with ``N x N``.
     """
     means, stds = [], []
     for batch in X.split(batch_size):
-        posterior = model.posterior(batch.unsqueeze(-2))
-        means.append(posterior.mean.reshape(-1))
-        stds.append(posterior.variance.clamp_min(0).sqrt().reshape(-1))
-    return torch.cat(means).cpu().numpy(), torch.cat(stds).cpu().numpy()
+        posterior = model.posterior(batch.unsqueeze(-2), posterior_transform=objective)
+        means.append(posterior.mean.reshape(len(batch), -1))
+        stds.append(posterior.variance.clamp_min(0).sqrt().reshape(len(batch), -1))
+    mean, std = torch.cat(means), torch.cat(stds)
+    if mean.shape[1] == 1:
+        mean, std = mean.squeeze(1), std.squeeze(1)
+    return mean.cpu().numpy(), std.cpu().numpy()
+
+
+def condition_on_pending(model: DKLModel | ModelListGP, X_pending: Tensor) -> Any:
+    """`DKLModel.condition_on_pending` for one output or each output of a `ModelListGP`."""
+    if isinstance(model, ModelListGP):
+        return ModelListGP(*(m.condition_on_pending(X_pending) for m in model.models))
+    return model.condition_on_pending(X_pending)

@@ -1,12 +1,18 @@
 import numpy as np
 import pytest
 import torch
+from botorch.acquisition.objective import ScalarizedPosteriorTransform
+from botorch.models import ModelListGP
+from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from dklscope.dkl import (
     DKLLearner,
     DKLModel,
     Passthrough,
+    condition_on_pending,
+    cross_covariance,
+    greedy_pivots,
     mlp,
     negative_mll,
     posterior_mean_std,
@@ -111,8 +117,9 @@ def test_fast_marginals_equal_gpytorchs_exact_prediction():
 
 
 def test_low_rank_variances_are_close_and_never_smaller(monkeypatch):
-    """Above EXACT_VARIANCE_MAX training points the variance conditions on the leading
-    directions of K only: it may overstate the exact variance a little, never understate it."""
+    """Above EXACT_VARIANCE_MAX training points the variance conditions on sums of the
+    observations over groups of training points: it may overstate the exact variance a
+    little, never understate it."""
     import dklscope.dkl as dkl
 
     X, y = data(300, seed=13)
@@ -247,3 +254,86 @@ def test_passthrough_columns_reach_the_kernel_beside_the_learned_features():
         torch.testing.assert_close(out[:, 2:], X[:, 4:])  # the last two columns, unchanged
         torch.testing.assert_close(out[:, :2], network.network(X[:, :4]))
     assert network.network[0].in_features == 4
+
+
+@pytest.mark.parametrize("base", [RBFKernel, lambda **kw: MaternKernel(nu=2.5, **kw)])
+def test_the_fast_cross_covariance_equals_gpytorchs_kernel(base):
+    generator = torch.Generator().manual_seed(0)
+    kernel = ScaleKernel(base(ard_num_dims=3)).double()
+    kernel.base_kernel.lengthscale = torch.tensor([[0.3, 1.0, 2.5]])
+    kernel.outputscale = torch.tensor(1.7)
+    z = 3 * torch.randn(50, 3, dtype=torch.float64, generator=generator)
+    Z = torch.cat([z[:5], 3 * torch.randn(40, 3, dtype=torch.float64, generator=generator)])
+    with torch.no_grad():
+        expected = kernel(z, Z).to_dense()
+        torch.testing.assert_close(cross_covariance(kernel, z, Z), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_greedy_pivots_take_the_largest_variance_left_each_time():
+    assert greedy_pivots(torch.diag(torch.tensor([3.0, 1.0, 2.0])), 3).tolist() == [0, 2, 1]
+    # Two copies of one point and a far one: the copy is worth least once its twin is chosen.
+    points = torch.tensor([[0.0], [0.0], [5.0]], dtype=torch.float64)
+    K = torch.exp(-0.5 * torch.cdist(points, points) ** 2) + 0.01 * torch.eye(3)
+    assert greedy_pivots(K, 3).tolist()[1] == 2
+    assert len(set(greedy_pivots(K, 3).tolist())) == 3
+
+
+def two_outputs(n, seed):
+    X, y = data(n, seed)
+    second = 50.0 * torch.cos(2 * X[:, 1]) - 20.0  # another property of the same inputs
+    return X, torch.stack([y, second], dim=1)
+
+
+def test_several_outputs_share_one_network_and_each_predicts_its_own():
+    X, Y = two_outputs(120, seed=20)
+    X_test, Y_test = two_outputs(200, seed=21)
+    model = DKLLearner(6, seed=0, first_fit_iterations=300).fit(X, Y)
+    assert isinstance(model, ModelListGP) and model.num_outputs == 2
+    first, second = model.models
+    assert first.feature_extractor is second.feature_extractor
+    assert first.covar_module is not second.covar_module  # hyperparameters per output
+    mean, std = posterior_mean_std(model, X_test)
+    assert mean.shape == std.shape == (200, 2)
+    for j in range(2):
+        assert np.corrcoef(mean[:, j], Y_test[:, j].numpy())[0, 1] > 0.9
+    # Each output alone: what the model of that output predicts.
+    alone = posterior_mean_std(first, X_test)
+    np.testing.assert_allclose(mean[:, 0], alone[0], rtol=1e-12)
+    np.testing.assert_allclose(std[:, 0], alone[1], rtol=1e-12)
+
+
+def test_an_objective_combines_independent_outputs():
+    X, Y = two_outputs(40, seed=22)
+    model = DKLLearner(6, seed=0, first_fit_iterations=30).fit(X, Y)
+    mean, std = posterior_mean_std(model, X)
+    weights = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    objective = ScalarizedPosteriorTransform(weights)
+    m, s = posterior_mean_std(model, X, objective=objective)
+    np.testing.assert_allclose(m, mean @ weights.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(s, np.sqrt(std**2 @ weights.numpy() ** 2), rtol=1e-10)
+
+
+def test_each_output_learns_from_its_finite_values_only():
+    X, Y = two_outputs(30, seed=23)
+    Y[:4, 1] = torch.nan  # e.g. no peak found in those spectra
+    learner = DKLLearner(6, seed=0, first_fit_iterations=10, refit_iterations=5)
+    model = learner.fit(X, Y)
+    assert [len(m.train_targets) for m in model.models] == [30, 26]
+    torch.testing.assert_close(model.models[1].train_inputs[0], X[4:])
+    assert np.isfinite(posterior_mean_std(model, X)[0]).all()
+    Y[:, 1] = torch.nan
+    with pytest.raises(ValueError, match="output 1 has 0 finite values"):
+        learner.fit(X, Y)
+    with pytest.raises(ValueError, match="different number of outputs"):
+        learner.fit(X, Y[:, 0])  # warm-started from two outputs
+
+
+def test_conditioning_several_outputs_on_pending_points():
+    X, Y = two_outputs(30, seed=24)
+    model = DKLLearner(6, seed=0, first_fit_iterations=10).fit(X, Y)
+    X_new, _ = two_outputs(3, seed=25)
+    believer = condition_on_pending(model, X_new)
+    before, std_before = posterior_mean_std(model, X_new)
+    after, std_after = posterior_mean_std(believer, X_new)
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+    assert np.all(std_after < std_before)

@@ -26,7 +26,6 @@ from typing import Any, Literal
 import gpytorch
 import numpy as np
 import torch
-from botorch.acquisition.objective import PosteriorTransform
 from botorch.models import ModelListGP
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
@@ -311,8 +310,8 @@ def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
     return fit / n + 0.5 * math.log(2 * math.pi)
 
 
-def members(model: DKLModel | ModelListGP) -> list[DKLModel]:
-    """The `DKLModel` of each output: ``[model]``, or the models of a `ModelListGP`."""
+def members(model: Any) -> list[Any]:
+    """The model of each output: the models of a `ModelListGP`, else ``[model]``."""
     return list(model.models) if isinstance(model, ModelListGP) else [model]
 
 
@@ -510,23 +509,18 @@ class DKLLearner:
 
 @torch.no_grad()
 def posterior_mean_std(
-    model: GPyTorchModel,
-    X: Tensor,
-    *,
-    objective: PosteriorTransform | None = None,
-    batch_size: int = 4096,
+    model: GPyTorchModel, X: Tensor, *, batch_size: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marginal predictive mean and standard deviation of the latent function at each row of
-    ``X`` (``N x d``), in the units of the training data: each of shape ``(N,)`` for one
-    output (or an ``objective`` combining several, such as BoTorch's
-    `ScalarizedPosteriorTransform`), ``N x m`` for ``m`` outputs.
+    ``X`` (``N x d``), in the units of the training data: each of shape ``(N,)`` for a model
+    of one output, ``N x m`` for ``m`` outputs.
 
     Works through ``X`` in batches of independent points, so memory grows with
     ``batch_size x n_train``, never with ``N x N``.
     """
     means, stds = [], []
     for batch in X.split(batch_size):
-        posterior = model.posterior(batch.unsqueeze(-2), posterior_transform=objective)
+        posterior = model.posterior(batch.unsqueeze(-2))
         means.append(posterior.mean.reshape(len(batch), -1))
         stds.append(posterior.variance.clamp_min(0).sqrt().reshape(len(batch), -1))
     mean, std = torch.cat(means), torch.cat(stds)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from botorch.acquisition.objective import ScalarizedPosteriorTransform
 from botorch.models import ModelListGP
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -300,17 +299,6 @@ def test_several_outputs_share_one_network_and_each_predicts_its_own():
     alone = posterior_mean_std(first, X_test)
     np.testing.assert_allclose(mean[:, 0], alone[0], rtol=1e-12)
     np.testing.assert_allclose(std[:, 0], alone[1], rtol=1e-12)
-
-
-def test_an_objective_combines_independent_outputs():
-    X, Y = two_outputs(40, seed=22)
-    model = DKLLearner(6, seed=0, first_fit_iterations=30).fit(X, Y)
-    mean, std = posterior_mean_std(model, X)
-    weights = torch.tensor([0.5, -2.0], dtype=torch.float64)
-    objective = ScalarizedPosteriorTransform(weights)
-    m, s = posterior_mean_std(model, X, objective=objective)
-    np.testing.assert_allclose(m, mean @ weights.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(s, np.sqrt(std**2 @ weights.numpy() ** 2), rtol=1e-10)
 
 
 def test_each_output_learns_from_its_finite_values_only():

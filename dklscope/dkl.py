@@ -483,12 +483,11 @@ class DKLLearner:
         if afresh:
             iterations, self._since_fresh = self.first_fit_iterations, 1
         else:
-            try:
-                model.load_state_dict(self._state, strict=False)
-            except RuntimeError:
+            if set(self._state) != set(_learned_state(model)):
                 raise ValueError(
                     f"the learner was fitted to a different number of outputs than {len(outputs)}"
-                ) from None
+                )
+            model.load_state_dict(self._state, strict=False)
             iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self.last_losses = train_exact_mll(
             model,
@@ -498,13 +497,13 @@ class DKLLearner:
             generator=self._generator,
             weight_decay=self.weight_decay,
         )
-        # Everything but the outcome transforms, whose statistics belong to these data.
-        self._state = {
-            k: v.detach().clone()
-            for k, v in model.state_dict().items()
-            if "outcome_transform." not in k
-        }
+        self._state = {k: v.detach().clone() for k, v in _learned_state(model).items()}
         return model
+
+
+def _learned_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state but its outcome transforms, whose statistics belong to its data."""
+    return {k: v for k, v in model.state_dict().items() if "outcome_transform." not in k}
 
 
 @torch.no_grad()

@@ -215,8 +215,11 @@ class ModelConfig:
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
     noise_floor: float = 0.01  # least noise variance, as a fraction of the scalars' variance
-    first_fit_iterations: int = 200  # Adam steps of the first fit
-    refit_iterations: int = 50  # Adam steps of each later fit, warm-started (0: condition only)
+    # Adam steps of the first fit: more fit the measured points more closely and make the GP
+    # overconfident elsewhere (on held-out truths of simulated samples, 95% intervals held
+    # 91% after 200 steps and 95% after 100, with the same campaign quality).
+    first_fit_iterations: int = 100
+    refit_iterations: int = 20  # Adam steps of each later fit, warm-started (0: condition only)
     full_refit_every: int = 0  # every this many fits start afresh (0: never)
     train_subset: int | None = 512  # points per training step at most (null: all of them)
     learning_rate: float = 0.01

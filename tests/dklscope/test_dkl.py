@@ -149,14 +149,14 @@ def test_a_given_network_is_used_and_a_frozen_one_keeps_its_weights():
     assert identity.covar_module.base_kernel.lengthscale.shape[-1] == 6  # ARD on the inputs
 
 
-def _lattice_problem(n_train: int):
+def _lattice_problem(n_train: int, sample_seed: int = 2):
     """DKL fitted to ``n_train`` noise-free defect-mode values of a simulated lattice (10 x 10
     patches), and its predictions and truths at 1,000 held-out pixels."""
     from dklscope.patches import grid_patches
     from dklscope.scalarizers import Maximum
     from dklscope.simulators import lattice_sample
 
-    sample = lattice_sample((48, 48), seed=2)
+    sample = lattice_sample((48, 48), seed=sample_seed)
     truth = Maximum((1.05, 1.35))(sample.expected_spectra(0.05), sample.spectral_axis.values())
     patches = grid_patches(sample.image, 10).data.reshape(48 * 48, -1)
     scaled = (patches - sample.image.mean()) / sample.image.std()
@@ -179,12 +179,11 @@ def test_on_a_simulated_sample_structure_predicts_the_defect_mode():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="DKL on raw patches is overconfident: its 95% intervals cover 88% at n = 300",
-)
-def test_95_percent_intervals_cover_at_least_90_percent_of_held_out_truths():
-    mean, sd, truths = _lattice_problem(300)
+@pytest.mark.parametrize("sample_seed", [2, 3])
+def test_95_percent_intervals_cover_at_least_90_percent_of_held_out_truths(sample_seed):
+    """Measured with the default training: 92.6% and 97.5% (after 200 first-fit steps
+    instead of 100: 88.3% and 94.3%, the network fitting its points too closely)."""
+    mean, sd, truths = _lattice_problem(300, sample_seed)
     assert np.mean(np.abs(mean - truths) <= 1.96 * sd) >= 0.9
 
 

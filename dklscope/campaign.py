@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from botorch.models import ModelListGP
 from torch import nn
 
 from .config import Config, ConfigError, ModelConfig, from_dict
-from .dkl import DKLLearner, DKLModel, posterior_mean_std
+from .dkl import DKLLearner, DKLModel, members, posterior_mean_std
 from .drivers import (
     Acquisition,
     InstrumentDescription,
@@ -120,6 +121,10 @@ class Campaign:
         check_config_against(config, self.description)
         self.axis = self.description.spectral_axis.values()
         self.scalarizer: Scalarizer = scalarizer or build_scalarizer(config.scalarizer)
+        # The outputs the model learns: the scalar maximised, then config.predict's.
+        self.output_names = ("scalar", *config.predict)
+        self._predicted = [build_scalarizer(c) for c in config.predict.values()]
+        self._outputs: dict[int, np.ndarray] = {}  # seq -> every output of a measurement
         self.patches = grid_patches(
             self.overview,
             config.patches.size,
@@ -137,7 +142,7 @@ class Campaign:
         )
         self.policy: Policy = policy or build_policy(config.policy)
         self.learner = learner or _learner(config, self.candidates.shape[1], network)
-        self.model: DKLModel | None = None  # the last model fitted
+        self.model: DKLModel | ModelListGP | None = None  # the last fitted, of every output
         if client is not None and self.policy.needs_model:
             _warm_up(self.candidates)
 
@@ -207,10 +212,23 @@ class Campaign:
         return [m for m in self.history if m.ok and math.isfinite(m.scalar)]
 
     def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``n x d`` and scalars ``(n,)`` of every successful measurement."""
+        """Inputs ``n x d`` and scalars ``(n,)`` of every successful measurement; with
+        ``config.predict``, ``n x m`` values of every output (`outputs`)."""
         good = self.ok_measurements()
         X = self.candidates[[m.candidate for m in good]]
-        return X, torch.tensor([m.scalar for m in good], dtype=torch.float64)
+        if not self._predicted:
+            return X, torch.tensor([m.scalar for m in good], dtype=torch.float64)
+        return X, torch.as_tensor(np.array([self.outputs(m) for m in good]).reshape(len(good), -1))
+
+    def outputs(self, m: Measurement) -> np.ndarray:
+        """The value of every output at ``m``, shape ``(len(output_names),)``: its scalar, then
+        each of ``config.predict``'s scalarizers on its spectrum (NaN where it failed)."""
+        if m.seq not in self._outputs:
+            values = [m.scalar]
+            for scalarizer in self._predicted:
+                values.append(float(scalarizer(m.spectrum, self.axis)) if m.ok else math.nan)
+            self._outputs[m.seq] = np.array(values, dtype=np.float64)
+        return self._outputs[m.seq]
 
     def best(self) -> Measurement | None:
         """The measurement with the largest scalar so far."""
@@ -400,17 +418,18 @@ class Campaign:
         says the model has nothing left to learn.
         """
         pending = pending or []
-        model = None
+        model, outputs = None, {}
         if self.policy.needs_model:
-            self.model = self.learner.fit(*self.training_data())
-            model = self.model
+            outputs = self.fit_outputs()
             if (threshold := self.config.stop.max_std) is not None:
                 free = ~self.unavailable()
-                _, std = posterior_mean_std(model, self.candidates[free])
+                _, std = posterior_mean_std(outputs["scalar"], self.candidates[free])
                 if std.max() < threshold:
                     self.stop_reason = f"largest predictive std {std.max():.4g} < {threshold:g}"
             if pending:
-                model = model.condition_on_pending(self.candidates[pending])
+                X_pending = self.candidates[pending]
+                outputs = {k: m.condition_on_pending(X_pending) for k, m in outputs.items()}
+            model = outputs["scalar"]
         good = self.ok_measurements()
         best = self.best()
         return PolicyState(
@@ -425,17 +444,41 @@ class Campaign:
             rng=rng if rng is not None else np.random.default_rng(self.config.seed),
             q=self.config.policy.q,
             pending=np.array(pending, dtype=np.intp),
+            outputs=outputs if self._predicted else None,
         )
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
-        """Refit on all measurements; predicted mean and std at every candidate, each (N,).
-        The learner's state is restored afterwards, so a later decision is unaffected."""
+        """Refit on all measurements; the scalar's predicted mean and std at every candidate,
+        each (N,). The learner's state is restored afterwards, so a later decision is
+        unaffected."""
+        return self.predict_outputs()["scalar"]
+
+    def predict_outputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """As `predict`, for every output by name (`output_names`); NaN for an output with
+        fewer than 2 finite values measured."""
         saved = self.learner.state_bytes()
         try:
-            self.model = self.learner.fit(*self.training_data())
+            outputs = self.fit_outputs()
         finally:
             self.learner.load_state_bytes(saved)
-        return posterior_mean_std(self.model, self.candidates)
+        nan = np.full(len(self.candidates), math.nan)
+        return {
+            name: posterior_mean_std(outputs[name], self.candidates)
+            if name in outputs
+            else (nan, nan.copy())
+            for name in self.output_names
+        }
+
+    def fit_outputs(self) -> dict[str, DKLModel]:
+        """Fit the learner to every successful measurement (`training_data`); the model of
+        each output with at least 2 finite values, by name, the scalar's first. `model` is
+        then the model of them all."""
+        X, Y = self.training_data()
+        Y = Y.reshape(len(X), -1)
+        fitted = [j for j, column in enumerate(Y.T) if int(torch.isfinite(column).sum()) >= 2]
+        fitted = fitted if 0 in fitted else [0]  # the scalar's, or the learner says why not
+        self.model = self.learner.fit(X, Y[:, fitted])
+        return dict(zip([self.output_names[j] for j in fitted], members(self.model), strict=True))
 
     # -- measuring ----------------------------------------------------------------------------
 
@@ -520,6 +563,8 @@ class Campaign:
         self.history.append(m)
         best = self.best()
         fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "spectrum"}
+        if self._predicted:
+            fields["outputs"] = dict(zip(self.output_names, self.outputs(m).tolist(), strict=True))
         self._publish("measurement", **fields, best=best.scalar if best else None)
         return m
 
@@ -696,6 +741,8 @@ def check_config_against(config: Config, description: InstrumentDescription) -> 
         raise ConfigError("dwell_s", f"{why} of {description.name}")
     axis = description.spectral_axis
     check_scalarizer(config.scalarizer, axis.values(), axis.units)
+    for name, scalarizer in config.predict.items():
+        check_scalarizer(scalarizer, axis.values(), axis.units, key=f"predict.{name}")
     if config.patches.size > min(description.overview_shape):
         raise ConfigError(
             "patches.size",

@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 
 
 _ADDRESS = re.compile(r"tcp://[^\s:]+:\d{1,5}|ipc://\S+")  # a ZeroMQ endpoint
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # a name given in a config, as of an output
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -545,7 +546,11 @@ class Config:
     """One campaign."""
 
     instrument: InstrumentConfig
-    scalarizer: ScalarizerConfig
+    scalarizer: ScalarizerConfig  # the scalar the campaign maximises
+    # More scalars of the same spectra, by name, that the model learns together with the
+    # scalarizer's (one GP each on the features of one shared network) and maps, without
+    # maximising them: e.g. the bulk plasmon's strength while the edge plasmon's is sought.
+    predict: dict[str, ScalarizerConfig] = field(default_factory=dict)
     dwell_s: float = 0.05  # exposure of each spectrum, seconds
     seed: int = 0  # seeds the campaign's own random choices and model initialisation
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -558,6 +563,12 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.dwell_s > 0, "dwell_s", f"must be > 0, got {self.dwell_s}")
+        for name in self.predict:
+            _check(
+                _NAME.fullmatch(name) is not None and name != "scalar",
+                f"predict.{name}",
+                "a name is letters, digits, '_' or '-', starting with a letter, not 'scalar'",
+            )
         _check(
             self.model.input in ("patches", "coordinates", "patches_and_position")
             or self.embedding.kind != "none",
@@ -677,10 +688,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return tuple(
             _convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
-    if origin is dict:  # dict[str, Any]: plain data, checked by whoever reads it
+    if origin is dict:  # dict[str, X]: names to values of type X (Any: checked by the reader)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(path, f"must be a mapping of names to values, got {_show(value)}")
-        return dict(value)
+        if args[1] is Any:
+            return dict(value)
+        return {k: _convert(args[1], v, _join(path, k)) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, f"must be true or false, got {_show(value)}")

@@ -463,7 +463,8 @@ class DKLLearner:
         `DKLModel`, one GP per output (its own kernel hyperparameters, noise and
         standardisation) on the features of one shared network, trained together on the sum
         of their marginal likelihoods. Each output learns from its rows with a finite value
-        (at least 2 of them).
+        (at least 2 of them). A fit with another number of outputs than the last starts
+        afresh.
         """
         X = X.to(dtype=self.dtype, device=self.device)
         Y = Y.to(dtype=self.dtype, device=self.device).reshape(len(X), -1)
@@ -477,16 +478,14 @@ class DKLLearner:
             y = column[finite].unsqueeze(-1)
             outputs.append(DKLModel(X[finite], y, network, self.kernel, self.noise_floor))
         model = outputs[0] if len(outputs) == 1 else ModelListGP(*outputs)
-        afresh = self._state is None or (
-            self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every
+        afresh = (
+            self._state is None
+            or (self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every)
+            or set(self._state) != set(_learned_state(model))  # an output came or went
         )
         if afresh:
             iterations, self._since_fresh = self.first_fit_iterations, 1
         else:
-            if set(self._state) != set(_learned_state(model)):
-                raise ValueError(
-                    f"the learner was fitted to a different number of outputs than {len(outputs)}"
-                )
             model.load_state_dict(self._state, strict=False)
             iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self.last_losses = train_exact_mll(
@@ -526,10 +525,3 @@ def posterior_mean_std(
     if mean.shape[1] == 1:
         mean, std = mean.squeeze(1), std.squeeze(1)
     return mean.cpu().numpy(), std.cpu().numpy()
-
-
-def condition_on_pending(model: DKLModel | ModelListGP, X_pending: Tensor) -> Any:
-    """`DKLModel.condition_on_pending` for one output or each output of a `ModelListGP`."""
-    if isinstance(model, ModelListGP):
-        return ModelListGP(*(m.condition_on_pending(X_pending) for m in model.models))
-    return model.condition_on_pending(X_pending)

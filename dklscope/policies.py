@@ -124,6 +124,10 @@ class PolicyState:
     # (p,) candidates being measured while the policy chooses; the model has seen them at its
     # own predicted mean (`DKLModel.condition_on_pending`)
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    # With `config.predict`: the model of each output by name ("scalar", which is ``model``,
+    # then each of config.predict's with 2 finite values or more), for policies that weigh
+    # other properties too (a constraint, a second objective); None otherwise.
+    outputs: dict[str, Model] | None = None
 
 
 @dataclass(frozen=True)

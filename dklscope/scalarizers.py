@@ -507,23 +507,28 @@ def build_scalarizer(config: ScalarizerConfig) -> Scalarizer:
     return scalarizer
 
 
-def check_scalarizer(config: ScalarizerConfig, axis_values: np.ndarray, axis_units: str) -> None:
-    """Refuse, with a `ConfigError` naming the key, a scalarizer that cannot read spectra on
-    this spectral axis: a window that holds no channel, a bias list of the wrong length, a
-    user function that cannot be imported."""
+def check_scalarizer(
+    config: ScalarizerConfig, axis_values: np.ndarray, axis_units: str, key: str = "scalarizer"
+) -> None:
+    """Refuse, with a `ConfigError` naming the key (under ``key``, the scalarizer's own), a
+    scalarizer that cannot read spectra on this spectral axis: a window that holds no
+    channel, a bias list of the wrong length, a user function that cannot be imported."""
     axis = np.asarray(axis_values, dtype=np.float64)
-    for key in ("window", "reference_window"):
-        window = getattr(config, key)
+    for name in ("window", "reference_window"):
+        window = getattr(config, name)
         if window is not None:
             try:
                 in_window(window, axis)
             except ValueError as exc:
-                raise ConfigError(f"scalarizer.{key}", f"{exc} {axis_units}") from None
+                raise ConfigError(f"{key}.{name}", f"{exc} {axis_units}") from None
     bias = loop_bias(config)
     if bias is not None and bias.size != axis.size:
-        key = "bias" if config.bias is not None else "bias_waveform.n"
+        name = "bias" if config.bias is not None else "bias_waveform.n"
         raise ConfigError(
-            f"scalarizer.{key}",
+            f"{key}.{name}",
             f"{bias.size} biases for a spectral axis of {axis.size} channels",
         )
-    build_scalarizer(config)
+    try:
+        build_scalarizer(config)
+    except ConfigError as exc:  # named under the scalarizer's own key
+        raise ConfigError(exc.path.replace("scalarizer", key, 1), exc.message) from None

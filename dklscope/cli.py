@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .campaign import Campaign
+    from .drivers.security import ServerKeys
     from .journal import Journal, Measurement
     from .simulators import Sample
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the campaign CONFIG describes and record it in DIR: journal.sqlite (every "
             "measurement, committed before the next move), summary.json and PNG plots. With "
             "'instrument: simulator:' the built-in simulated microscope is served on a free "
-            "loopback port; with 'instrument: address: tcp://host:port' a running driver "
+            "loopback port, with 'instrument: nion_usim:' Nion Swift's simulated STEM (from a "
+            "child process); with 'instrument: address: tcp://host:port' a running driver "
             "server is used."
         ),
     )
@@ -78,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a simulated microscope over the driver protocol",
         description=(
             "Serve the simulated microscope of CONFIG's 'instrument: simulator:' section (a "
-            "synthetic sample or a replayed data set) over the driver protocol until "
-            "interrupted. A campaign elsewhere reaches it with 'instrument: address:'."
+            "synthetic sample or a replayed data set), or Nion Swift's simulated STEM of its "
+            "'instrument: nion_usim:' section (headless; pip install 'dklscope[nion]'), over "
+            "the driver protocol until interrupted. A campaign elsewhere reaches it with "
+            "'instrument: address:'."
         ),
     )
     serve.add_argument(
-        "config", type=Path, help="YAML file with an 'instrument: simulator:' section"
+        "config",
+        type=Path,
+        help="YAML file with an 'instrument: simulator:' or 'instrument: nion_usim:' section",
     )
     serve.add_argument(
         "--bind",
@@ -251,7 +257,8 @@ def _run(args: argparse.Namespace) -> int:
     # Heavy imports (torch) only once the config is known to be good.
     from .campaign import Campaign, CampaignError, check_config_against
     from .drivers import InstrumentError, InstrumentTimeout, MicroscopeClient, ProtocolError
-    from .instruments import build_sample, serve_simulator
+    from .drivers.nion_swift.usim import UsimError
+    from .instruments import build_sample, instrument_address
     from .journal import Journal, JournalError
     from .progress import ProgressPublisher
 
@@ -265,24 +272,25 @@ def _run(args: argparse.Namespace) -> int:
             return _usage_error(f"--resume {out}: {exc}")
     sim = config.instrument.simulator
     sample = build_sample(sim) if sim is not None else None
-    connection = (
-        serve_simulator(sample, sim, noise_seed=config.seed)
-        if sim is not None and sample is not None
-        else contextlib.nullcontext(config.instrument.address)
-    )
+    connection = instrument_address(config, sample)
     try:
         publish = config.runner.publish
         publisher = ProgressPublisher(publish) if publish else contextlib.nullcontext()
     except ValueError as exc:
         return _usage_error(f"runner.publish: {exc}")
     t0 = time.perf_counter()
-    with (
-        publisher as events,
-        connection as address,
-        MicroscopeClient(
-            address, timeout_s=config.instrument.timeout_s, heartbeat_s=HEARTBEAT_S
-        ) as client,
-    ):
+    with contextlib.ExitStack() as stack:
+        events = stack.enter_context(publisher)
+        try:
+            address = stack.enter_context(connection)
+        except UsimError as exc:  # the Nion simulator did not come up
+            log.error("%s", exc)
+            return 1
+        client = stack.enter_context(
+            MicroscopeClient(
+                address, timeout_s=config.instrument.timeout_s, heartbeat_s=HEARTBEAT_S
+            )
+        )
         log.info("instrument at %s; writing to %s", address, out)
         try:
             # Arms the server's dead-man switch: if this process dies, the beam is parked.
@@ -360,8 +368,6 @@ def _serve(args: argparse.Namespace) -> int:
     from .instruments import build_sample, simulated_microscope
 
     config = load_config(args.config)
-    sim = _simulator_of(config)
-    backend = simulated_microscope(build_sample(sim), sim, noise_seed=config.seed)
     keys = None
     if args.secret_key is not None:
         from .drivers.security import ServerKeys
@@ -370,6 +376,10 @@ def _serve(args: argparse.Namespace) -> int:
             keys = ServerKeys.from_files(args.secret_key, args.allow)
         except (OSError, ValueError) as exc:
             return _usage_error(f"--secret-key/--allow: {exc}")
+    if config.instrument.nion_usim is not None:
+        return _serve_nion_usim(config, args.bind, keys)
+    sim = _simulator_of(config)
+    backend = simulated_microscope(build_sample(sim), sim, noise_seed=config.seed)
     server = DriverServer(backend, args.bind, keys=keys)
     try:
         server.start()
@@ -383,6 +393,31 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("stopped")
     finally:
         server.stop()
+    return 0
+
+
+def _serve_nion_usim(config: Config, bind: str, keys: ServerKeys | None) -> int:
+    """Host Nion Swift's simulated STEM here (its Swift objects want this main thread) and
+    serve it until Ctrl-C."""
+    import zmq
+
+    from .drivers.nion_swift.usim import NionUnavailable, serve_usim
+
+    settings = config.instrument.nion_usim
+    assert settings is not None
+    try:
+        serve_usim(
+            settings,
+            bind,
+            keys=keys,
+            on_ready=lambda endpoint: log.info("serving on %s; Ctrl-C stops", endpoint),
+        )
+    except NionUnavailable as exc:
+        raise ConfigError("instrument.nion_usim", str(exc)) from None
+    except zmq.ZMQError as exc:
+        return _usage_error(f"--bind {bind}: {exc}")
+    except KeyboardInterrupt:
+        log.info("stopped")
     return 0
 
 

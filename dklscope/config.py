@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .drivers.nion_swift.usim import UsimSettings
 from .simulators.microscope import Behaviour
 
 T = TypeVar("T")
@@ -101,17 +102,24 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class InstrumentConfig:
-    """Exactly one of ``simulator`` (the built-in one) or ``address`` (a running driver server)."""
+    """Exactly one of ``simulator`` (the built-in one), ``nion_usim`` (Nion Swift's simulated
+    STEM, hosted headless by dklscope itself; needs ``pip install 'dklscope[nion]'``) or
+    ``address`` (a running driver server)."""
 
     simulator: SimulatorConfig | None = None
+    # Its fields (sample, overview_shape, fov_nm, pixel_time_us, dwell_range_s) are documented
+    # in dklscope.drivers.nion_swift.usim.UsimSettings.
+    nion_usim: UsimSettings | None = None
     address: str | None = None  # tcp://host:port of a DriverServer
     timeout_s: float = 10.0  # per call; an acquisition adds 1.5 x its dwell
 
     def __post_init__(self) -> None:
+        given = [self.simulator, self.nion_usim, self.address]
         _check(
-            (self.simulator is None) != (self.address is None),
+            sum(v is not None for v in given) == 1,
             "",
-            "give exactly one of 'instrument.simulator' or 'instrument.address'",
+            "give exactly one of 'instrument.simulator', 'instrument.nion_usim' or "
+            "'instrument.address'",
         )
         if self.address is not None:
             _check(

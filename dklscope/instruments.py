@@ -1,9 +1,11 @@
-"""Connect a campaign to its instrument: a running driver server, or the built-in simulator."""
+"""Connect a campaign to its instrument: a running driver server, the built-in simulator, or
+Nion Swift's simulated STEM."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,27 @@ def serve_simulator(
     with DriverServer(backend, "tcp://127.0.0.1:0") as server:
         assert server.endpoint is not None
         yield server.endpoint
+
+
+def instrument_address(config: Config, sample: Sample | None) -> AbstractContextManager[str]:
+    """A context yielding the address of ``config``'s instrument: the built-in simulator over
+    ``sample`` served on loopback, Nion's simulated STEM served from a child process (its
+    Swift objects want the main thread, which the campaign keeps), or the given address.
+    Raises `ConfigError` when ``instrument.nion_usim`` asks for a missing extra."""
+    instrument = config.instrument
+    if instrument.simulator is not None:
+        assert sample is not None
+        return serve_simulator(sample, instrument.simulator, noise_seed=config.seed)
+    if instrument.nion_usim is not None:
+        from .drivers.nion_swift.usim import NionUnavailable, require_nion, usim_subprocess
+
+        try:
+            require_nion()
+        except NionUnavailable as exc:
+            raise ConfigError("instrument.nion_usim", str(exc)) from None
+        return usim_subprocess(instrument.nion_usim)
+    assert instrument.address is not None
+    return contextlib.nullcontext(instrument.address)
 
 
 @contextmanager

@@ -219,3 +219,15 @@ def backend_factory():
 def description_factory():
     """`make_description`, for tests that need an `InstrumentDescription`."""
     return make_description
+
+
+@pytest.fixture(scope="session")
+def nion_usim():
+    """Nion's simulated STEM (nionswift-usim) with the default `UsimSettings`, served from a
+    child process for the whole session: ``(address, settings)``. Skips without the extra."""
+    pytest.importorskip("nion.usim_device", reason="needs the nion extra")
+    from dklscope.drivers.nion_swift.usim import UsimSettings, usim_subprocess
+
+    settings = UsimSettings()
+    with usim_subprocess(settings) as address:
+        yield address, settings

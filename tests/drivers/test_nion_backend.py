@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("nion.data")
-from nion.data import Calibration, DataAndMetadata  # noqa: E402
-from nion.utils import Geometry  # noqa: E402
+from nion.data import Calibration, DataAndMetadata
+from nion.utils import Geometry
 
-from dklscope.drivers.nion_swift.backend import NionBackend  # noqa: E402
+from dklscope.drivers.nion_swift.backend import NionBackend
 
 
 class FakeStem:
@@ -41,10 +41,10 @@ class FakeStem:
     def probe_position(self, p: Geometry.FloatPoint) -> None:  # clamped, as the kit does
         self._probe = Geometry.FloatPoint(y=min(max(p.y, 0.0), 1.0), x=min(max(p.x, 0.0), 1.0))
 
-    def TryGetVal(self, name):  # noqa: N802 (the kit's name)
+    def TryGetVal(self, name):  # the kit's names
         return (name in self.values, self.values.get(name))
 
-    def SetVal(self, name, value):  # noqa: N802
+    def SetVal(self, name, value):
         self.values[name] = value
         return True
 

@@ -1,0 +1,104 @@
+"""The Nion Swift plug-in: found by Swift's rules, and serving the usim it finds registered."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dklscope.drivers import InstrumentTimeout, MicroscopeClient
+
+from .test_nion_optional import ROOT
+
+pytest.importorskip("nion.swift", reason="needs the nion extra")
+
+
+def free_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_manifest_is_one_swift_loads_after_the_instrumentation_kit():
+    """PlugInManager.load_plug_ins' rules for a manifest, and for what it instantiates."""
+    import nionswift_plugin.dklscope_driver as plugin
+
+    text = importlib.resources.files(plugin).joinpath("manifest.json").read_text()
+    manifest = json.loads(text)
+    assert {"name", "identifier", "version"} <= set(manifest)
+    assert re.match(r"[_\-a-zA-Z][_\-a-zA-Z0-9.]*$", manifest["identifier"])
+    assert manifest["requires"] == ["nion.instrumentation-kit ~= 0.1"]
+    extensions = [v for k, v in vars(plugin).items() if k.endswith("Extension")]
+    assert [getattr(e, "extension_id", None) for e in extensions] == [manifest["identifier"]]
+
+
+# Swift's part, in a child process: load the plug-in's extension as Swift does (before the
+# instrument's own plug-in registers its devices), bring the usim up, serve what is there.
+SWIFT = textwrap.dedent(
+    """
+    import sys, threading, types
+    from dklscope.drivers.nion_swift.usim import UsimHost
+    import nionswift_plugin.dklscope_driver as plugin
+
+    application = types.SimpleNamespace(configuration_location=sys.argv[1])
+    broker = types.SimpleNamespace(
+        get_api=lambda version, ui_version: types.SimpleNamespace(application=application)
+    )
+    extension = plugin.DriverServerExtension(broker)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    with UsimHost(backend=False) as host:
+        plugin.restart_server()  # the frame UsimHost set up, not the one at first sight
+        try:
+            host.pump(stop)
+        finally:
+            extension.close()
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_plug_in_serves_the_devices_swift_registered(tmp_path):
+    address = free_address()
+    (tmp_path / "dklscope_driver.json").write_text(
+        json.dumps({"bind": address, "wait_for_devices_s": 60, "dwell_range_s": [0.002, 5]})
+    )
+    log = tmp_path / "swift.log"
+    swift = subprocess.Popen(
+        [sys.executable, "-c", SWIFT, str(tmp_path)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    try:
+        with MicroscopeClient(address, timeout_s=2.0, retries=0) as client:
+            for _ in range(120):
+                try:
+                    description = client.describe()
+                    if description.overview_shape == (64, 64):  # the restarted server
+                        break
+                    time.sleep(0.25)
+                except InstrumentTimeout:
+                    pass
+            else:
+                raise AssertionError("the plug-in did not serve the usim")
+            assert description.name.startswith("Nion Swift usim_stem_controller")
+            assert description.dwell_range_s == (0.002, 5.0)
+            got = list(client.measure([(3.0, 4.0), (60.0, 20.0)], 0.002))
+            assert [(a.x, a.y) for a in got] == [(3.0, 4.0), (60.0, 20.0)]
+            assert all(a.spectrum.shape == (1024,) for a in got)
+    finally:
+        swift.stdin.close()  # Swift quits
+        swift.wait(60)
+    errors = log.read_text()
+    assert swift.returncode == 0, errors
+    assert "Traceback" not in errors

@@ -233,7 +233,6 @@ def serve_usim(
         assert host.backend is not None
         with DriverServer(host.backend, address, keys=keys) as server:
             assert server.endpoint is not None
-            log.info("serving the Nion usim on %s", server.endpoint)
             if on_ready is not None:
                 on_ready(server.endpoint)
             host.pump(stop)

@@ -277,23 +277,26 @@ def _output_dim(module: nn.Module, train_X: Tensor) -> int:
 
 
 class _GaussianFit(torch.autograd.Function):
-    """``0.5 r^T K^-1 r + 0.5 log det K`` for a positive definite ``K`` (``n x n``) and a
-    residual ``r`` (``(n,)``), with the gradient written out: ``dK = 0.5 (K^-1 - a a^T)`` and
-    ``dr = a`` for ``a = K^-1 r``. One Cholesky factorisation forward and one inverse from it
-    backward, half the work of differentiating through the factorisation."""
+    """``0.5 r^T A^-1 r + 0.5 log det A`` for ``A = K + noise I``, a kernel matrix ``K``
+    (``n x n``) plus a noise variance on its diagonal, and a residual ``r`` (``(n,)``), with the
+    gradient written out: ``dK = 0.5 (A^-1 - a a^T)``, ``dnoise = trace(dK)`` and ``dr = a``
+    for ``a = A^-1 r``. One Cholesky factorisation forward and one inverse from it backward,
+    half the work of differentiating through the factorisation."""
 
     @staticmethod
-    def forward(ctx: Any, K: Tensor, r: Tensor) -> Tensor:
-        L = psd_safe_cholesky(K)
+    def forward(ctx: Any, K: Tensor, noise: Tensor, r: Tensor) -> Tensor:
+        A = K.clone()
+        A.diagonal().add_(noise)
+        L = psd_safe_cholesky(A)
         a = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
         ctx.save_for_backward(L, a)
         return 0.5 * (r @ a) + L.diagonal().log().sum()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         L, a = ctx.saved_tensors
-        dK = torch.cholesky_inverse(L).sub_(torch.outer(a, a)).mul_(0.5 * grad)
-        return dK, grad * a
+        dK = torch.addr(torch.cholesky_inverse(L), a, a, beta=0.5 * grad, alpha=-0.5 * grad)
+        return dK, dK.diagonal().sum(), grad * a
 
 
 def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
@@ -305,8 +308,7 @@ def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
     z = model.feature_extractor(X)
     n = y.shape[-1]
     K = model.covar_module(z).to_dense()
-    K = K + model.likelihood.noise * torch.eye(n, dtype=K.dtype, device=K.device)
-    fit = _GaussianFit.apply(K, y - model.mean_module(z))
+    fit = _GaussianFit.apply(K, model.likelihood.noise.reshape(()), y - model.mean_module(z))
     return fit / n + 0.5 * math.log(2 * math.pi)
 
 

@@ -24,6 +24,7 @@ from .backend import Acquisition, Backend
 from .protocol import (
     PROTOCOL_MAJOR,
     PROTOCOL_VERSION,
+    ArrayFormat,
     ErrorCode,
     InstrumentDescription,
     ProtocolError,
@@ -31,6 +32,7 @@ from .protocol import (
     axis_meta,
     decode,
     encode,
+    send,
 )
 from .security import ServerKeys, secure_server_socket, start_authenticator
 
@@ -117,7 +119,7 @@ class Refusal(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     identity: bytes
     id: str
@@ -127,6 +129,15 @@ class _Request:
     deadline: float | None
     client: str | None
     aborted: bool = False
+
+
+@dataclass(slots=True)
+class _Remembered:
+    """The replies sent so far to one replayed request."""
+
+    cmd: str
+    replies: list[Frames]
+    nbytes: int = 0
 
 
 class _ResultStore:
@@ -258,13 +269,13 @@ class DriverServer:
         )
         self.session = uuid.uuid4().hex
         self._started = time.monotonic()
-        self._spectrum_meta = {
-            "units": self._description.spectrum_units,
-            "axes": [axis_meta("spectral", self._description.spectral_axis)],
-        }
-        self._replies: collections.OrderedDict[str, tuple[str, list[Frames]]] = (
-            collections.OrderedDict()
+        axis = self._description.spectral_axis
+        self._spectrum_format = ArrayFormat(
+            "<f4",
+            (axis.size,),
+            {"units": self._description.spectrum_units, "axes": [axis_meta("spectral", axis)]},
         )
+        self._replies: collections.OrderedDict[str, _Remembered] = collections.OrderedDict()
         self._remember_ids, self._remember_bytes = remember_ids, remember_bytes
         self._remembered_bytes = 0
         self._store = _ResultStore(store_size)
@@ -452,7 +463,7 @@ class DriverServer:
         """Answer a retry of a request already done, running or waiting; False if it is new."""
         remembered = self._replies.get(request.id)
         if remembered is not None:
-            cmd, messages = remembered
+            cmd, messages = remembered.cmd, remembered.replies
             if cmd != request.cmd:
                 error = f"request id {request.id!r} was already used for {cmd!r}"
                 self._send(
@@ -497,30 +508,34 @@ class DriverServer:
                 request.id, ErrorCode.BACKEND_ERROR, f"{type(exc).__name__}: {exc}"
             )
         if spec.get("replay"):
-            self._remember(request, [reply])
+            self._remember_more(self._remember(request), reply)
         self._send(socket, request.identity, reply)
 
-    def _remember(self, request: _Request, messages: list[Frames]) -> list[Frames]:
-        self._replies[request.id] = (request.cmd, [])
-        for message in messages:
-            self._remember_more(request, message)
-        return self._replies[request.id][1]
+    def _remember(self, request: _Request) -> _Remembered:
+        """Start remembering the replies to ``request`` (a replayed command)."""
+        remembered = self._replies[request.id] = _Remembered(request.cmd, [])
+        return remembered
 
-    def _remember_more(self, request: _Request, message: Frames) -> None:
-        """Add one more reply to those remembered for ``request``; forget the oldest others."""
-        kept = [bytes(frame) for frame in message]  # own the bytes: arrays may be reused
-        self._replies[request.id][1].append(kept)
-        self._remembered_bytes += sum(map(len, kept))
+    def _remember_more(self, remembered: _Remembered, message: Frames) -> None:
+        """Add one more reply to ``remembered``; forget the oldest other requests' replies.
+
+        The frames are kept as they are, without a copy: replayed replies are bytes and views
+        of spectra the server copied for itself (`_store_acquisition`) and never changes.
+        """
+        nbytes = sum(frame.nbytes if type(frame) is memoryview else len(frame) for frame in message)
+        remembered.replies.append(message)
+        remembered.nbytes += nbytes
+        self._remembered_bytes += nbytes
         while len(self._replies) > 1 and (
             len(self._replies) > self._remember_ids or self._remembered_bytes > self._remember_bytes
         ):
-            _, (_, forgotten) = self._replies.popitem(last=False)
-            self._remembered_bytes -= sum(len(frame) for m in forgotten for frame in m)
+            _, forgotten = self._replies.popitem(last=False)
+            self._remembered_bytes -= forgotten.nbytes
 
     @staticmethod
     def _send(socket: zmq.Socket, identity: bytes, frames: Frames) -> None:
         try:
-            socket.send_multipart([identity, *frames])
+            send(socket, [identity, *frames])
         except zmq.ZMQError as exc:  # e.g. the peer is gone and its queue full
             log.warning("could not send a reply: %s", exc)
 
@@ -624,13 +639,18 @@ class DriverServer:
         meta = {"units": "arb", "axes": [_pixel_axis("y", rows, d), _pixel_axis("x", cols, d)]}
         return {"channel": channel}, [image], [meta]
 
-    def _to_allowed_pixels(self, x: float, y: float, units: str, what: str) -> tuple[float, float]:
+    def _to_allowed_pixels(
+        self, x: float, y: float, units: str, point: int | None = None
+    ) -> tuple[float, float]:
+        """``(x, y)`` in ``units`` as overview pixels, refused unless the probe may go there
+        (``point``: its index in a measure, for the message)."""
         try:
             x, y = self._description.to_pixels(x, y, units)
         except ValueError as exc:
             raise Refusal(ErrorCode.BAD_ARGUMENT, str(exc)) from None
         if (why := self._description.check_position(x, y)) is not None:
-            raise Refusal(ErrorCode.OUT_OF_LIMITS, f"{what}{why}")
+            where = "" if point is None else f"point {point}: "
+            raise Refusal(ErrorCode.OUT_OF_LIMITS, f"{where}{why}")
         return x, y
 
     def _check_dwell(self, dwell_s: float) -> None:
@@ -638,7 +658,7 @@ class DriverServer:
             raise Refusal(ErrorCode.OUT_OF_LIMITS, why)
 
     def _move(self, request: _Request, args: dict[str, Any]) -> Any:
-        x, y = self._to_allowed_pixels(args["x"], args["y"], args.get("units", "px"), "")
+        x, y = self._to_allowed_pixels(args["x"], args["y"], args.get("units", "px"))
         x_read, y_read = self.backend.move_probe(x, y)
         self._position = (float(x_read), float(y_read))
         self.safe_state = None
@@ -647,7 +667,7 @@ class DriverServer:
     def _acquire(self, request: _Request, args: dict[str, Any]) -> Any:
         self._check_dwell(args["dwell_s"])
         meta, spectrum = self._store_acquisition(request, self.backend.acquire(args["dwell_s"]))
-        return meta, [spectrum], [self._spectrum_meta]
+        return meta, [spectrum], [self._spectrum_format]
 
     def _store_acquisition(
         self, request: _Request, acq: Acquisition
@@ -667,44 +687,39 @@ class DriverServer:
         return meta, spectrum
 
     def _measure(self, socket: zmq.Socket, request: _Request, args: dict[str, Any]) -> None:
-        units = args.get("units", "px")
+        units, dwell_s = args.get("units", "px"), args["dwell_s"]
         points = [
-            self._to_allowed_pixels(x, y, units, f"point {i}: ")
-            for i, (x, y) in enumerate(args["points"])
+            self._to_allowed_pixels(x, y, units, i) for i, (x, y) in enumerate(args["points"])
         ]
-        self._check_dwell(args["dwell_s"])
-        self._remember(request, [])
+        self._check_dwell(dwell_s)
+        remembered = self._remember(request)
         self._streaming = request
-        announce = len(points) > 1  # a one-point measure is just a fast move + acquire
-        if announce:
+        n = len(points)
+        if n > 1:  # a one-point measure is just a fast move + acquire
             self._publish("state", state="busy", busy_with=request.id)
         try:
             for i, (x, y) in enumerate(points):
                 if i:
                     self._drain(socket)
-                reply, more = self._measure_point(request, i, len(points), x, y, args["dwell_s"])
-                self._remember_more(request, reply)
+                reply, more = self._measure_point(request, i, n, x, y, dwell_s)
+                self._remember_more(remembered, reply)
                 self._send(socket, request.identity, reply)
                 if not more:
                     break
         finally:
             self._streaming = None
-            if announce:
+            if n > 1:
                 self._publish("state", state=self._state(), busy_with=None)
 
     def _measure_point(
         self, request: _Request, i: int, n: int, x: float, y: float, dwell_s: float
     ) -> tuple[Frames, bool]:
         """The reply for point ``i`` of ``n``, and whether the stream goes on."""
-
-        def stop(code: str, message: str) -> tuple[Frames, bool]:
-            error = {"code": code, "message": message, "index": i}
-            return encode({"id": request.id, "ok": False, "more": False, "error": error}), False
-
         if request.aborted:
-            return stop(ErrorCode.ABORTED, f"aborted after {i} of {n} points")
+            return _stream_end(request, i, ErrorCode.ABORTED, f"aborted after {i} of {n} points")
         if request.deadline is not None and time.monotonic() > request.deadline:
-            return stop(ErrorCode.DEADLINE_EXPIRED, f"deadline passed after {i} of {n} points")
+            message = f"deadline passed after {i} of {n} points"
+            return _stream_end(request, i, ErrorCode.DEADLINE_EXPIRED, message)
         try:
             x_read, y_read = self.backend.move_probe(x, y)
             self._position = (float(x_read), float(y_read))
@@ -712,11 +727,12 @@ class DriverServer:
             meta, spectrum = self._store_acquisition(request, self.backend.acquire(dwell_s))
         except Exception as exc:
             log.exception("backend error in measure, point %d", i)
-            return stop(ErrorCode.BACKEND_ERROR, f"{type(exc).__name__}: {exc}")
-        result = {**meta, "index": i, "x_read": _finite_or_none(x_read), "y_read": None}
+            return _stream_end(request, i, ErrorCode.BACKEND_ERROR, f"{type(exc).__name__}: {exc}")
+        more = i < n - 1
+        result = {**meta, "index": i, "x_read": _finite_or_none(x_read)}
         result["y_read"] = _finite_or_none(y_read)
-        header = {"id": request.id, "ok": True, "more": i < n - 1, "result": result}
-        return encode(header, [spectrum], [self._spectrum_meta]), i < n - 1
+        header = {"id": request.id, "ok": True, "more": more, "result": result}
+        return encode(header, [spectrum], [self._spectrum_format]), more
 
     def _drain(self, socket: zmq.Socket, limit: int = 100) -> None:
         """Answer what came in meanwhile: control commands now, instrument commands later."""
@@ -770,23 +786,32 @@ class DriverServer:
             "last_seq": self._store.next_seq - 1,
             "session": self.session,
         }
-        return result, [spectrum for _, spectrum in items], [self._spectrum_meta] * len(items)
+        return result, [spectrum for _, spectrum in items], [self._spectrum_format] * len(items)
+
+
+# Per command: the names of its arguments, and (name, required, type) of each, from `COMMANDS`.
+_SCHEMAS = {
+    cmd: (
+        frozenset(spec["args"]),
+        tuple((name, arg["required"], arg["type"]) for name, arg in spec["args"].items()),
+    )
+    for cmd, spec in COMMANDS.items()
+}
 
 
 def _check_args(cmd: str, args: dict[str, Any], max_points: int) -> dict[str, Any]:
     """``args`` checked against the schema of ``cmd``; refuses missing, extra, ill-typed ones."""
-    schema = COMMANDS[cmd]["args"]
-    extra = sorted(set(args) - set(schema))
-    if extra:
+    names, schema = _SCHEMAS[cmd]
+    if not names.issuperset(args):
+        extra = sorted(set(args) - names)
         raise Refusal(ErrorCode.BAD_ARGUMENT, f"{cmd}: unexpected arguments {extra}")
     checked = {}
-    for name, spec in schema.items():
+    for name, required, kind in schema:
         if name not in args:
-            if spec["required"]:
+            if required:
                 raise Refusal(ErrorCode.BAD_ARGUMENT, f"{cmd}: missing argument {name!r}")
             continue
         value = args[name]
-        kind = spec["type"]
         if kind == "number":
             checked[name] = _number(cmd, name, value)
         elif kind == "integer":
@@ -825,9 +850,11 @@ def _points(cmd: str, name: str, value: Any, max_points: int) -> list[tuple[floa
     for i, point in enumerate(value):
         if not isinstance(point, list) or len(point) != 2:
             raise Refusal(ErrorCode.BAD_ARGUMENT, f"{cmd}: point {i} must be [x, y]")
-        points.append(
-            (_number(cmd, f"{name}[{i}].x", point[0]), _number(cmd, f"{name}[{i}].y", point[1]))
-        )
+        x, y = point
+        if type(x) is float and type(y) is float and math.isfinite(x) and math.isfinite(y):
+            points.append((x, y))  # the usual case, without naming the values for a message
+        else:
+            points.append((_number(cmd, f"{name}[{i}].x", x), _number(cmd, f"{name}[{i}].y", y)))
     return points
 
 
@@ -858,6 +885,12 @@ def _same_interface(address: str) -> str | None:
         return None
     host = address[len("tcp://") :].rpartition(":")[0]
     return f"tcp://{host}:0"
+
+
+def _stream_end(request: _Request, i: int, code: str, message: str) -> tuple[Frames, bool]:
+    """The error reply that ends a measure's stream at point ``i``."""
+    error = {"code": code, "message": message, "index": i}
+    return encode({"id": request.id, "ok": False, "more": False, "error": error}), False
 
 
 def _error_reply(request_id: str | None, code: str, message: object) -> Frames:

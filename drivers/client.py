@@ -22,10 +22,17 @@ from .protocol import (
     ProtocolError,
     decode,
     encode,
+    send,
 )
 from .security import ClientKeys, secure_client_socket
 
 log = logging.getLogger(__name__)
+
+# While waiting for a reply, look at the server's heartbeats (and at the call's own deadline)
+# at least this often, milliseconds.
+WAIT_SLICE_MS = 100
+_RCVTIMEO = int(zmq.RCVTIMEO)  # plain ints: pyzmq's option enums cost microseconds a call
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class InstrumentError(Exception):
@@ -89,8 +96,10 @@ class MicroscopeClient:
         self._own_context = context is None
         self._ids = (f"{self.client_id}-{n}" for n in itertools.count())
         self._socket: zmq.Socket = self._connect(zmq.DEALER, address)
+        self._rcvtimeo_ms = -1  # what the request socket's RCVTIMEO is set to
         self._events: zmq.Socket | None = None
         self._events_heartbeat_s = math.inf
+        self._last_event = self._next_drain = -math.inf  # time.monotonic()
         self._rehello = False
         self.server: dict[str, Any] | None = None  # the last hello reply
         self._beating = threading.Event()
@@ -111,14 +120,24 @@ class MicroscopeClient:
         socket.connect(address)
         return socket
 
-    def _send(self, message: list[bytes]) -> bool:
+    def _send(self, message: list[bytes], wait_ms: int) -> bool:
         """Send ``message``; False if no server took it within ``timeout_s`` (none connected,
-        or a refused CURVE handshake), which counts as an attempt without a reply."""
+        or a refused CURVE handshake), which counts as an attempt without a reply.
+
+        The receive timeout of the reply's first wait, ``wait_ms``, is set beforehand, so that
+        nothing stands between sending and waiting.
+        """
+        self._set_rcvtimeo(wait_ms)
         try:
-            self._socket.send_multipart(message)
+            send(self._socket, message)
         except zmq.Again:
             return False
         return True
+
+    def _set_rcvtimeo(self, ms: int) -> None:
+        if ms != self._rcvtimeo_ms:
+            self._socket.setsockopt(_RCVTIMEO, ms)
+            self._rcvtimeo_ms = ms
 
     def close(self) -> None:
         if self._beat_thread is not None:
@@ -156,7 +175,7 @@ class MicroscopeClient:
             port = str(result["events"]).rpartition(":")[2]
             self._events = self._connect(zmq.SUB, f"{self.address.rpartition(':')[0]}:{port}")
             self._events_heartbeat_s = float(result["heartbeat_s"])
-            self._last_event = time.monotonic()
+            self._last_event = self._next_drain = time.monotonic()
         if self.heartbeat_s is not None and self._beat_thread is None:
             self._beat_thread = threading.Thread(
                 target=self._heartbeat_loop, name="MicroscopeClient-heartbeat", daemon=True
@@ -278,10 +297,13 @@ class MicroscopeClient:
                 f"{command} on {self.address}: a request header of {len(message[1])} bytes "
                 f"exceeds {MAX_HEADER_BYTES}; split it"
             )
-        sent = self._send(message)
+        if self._events is not None and time.monotonic() >= self._next_drain:
+            self._drain_events()  # keeps the events queue short while replies come fast
+        wait_ms = max(1, min(WAIT_SLICE_MS, int(1000 * timeout_s)))
+        sent = self._send(message, wait_ms)
         attempt, seen = 0, -1  # seen: the index of the last streamed reply yielded
         while True:
-            reply = self._wait(request_id, timeout_s) if sent else None
+            reply = self._wait(request_id, timeout_s, wait_ms) if sent else None
             if reply is None:
                 attempt += 1
                 why = self._silence_note() if sent else "; no server took the request"
@@ -289,7 +311,7 @@ class MicroscopeClient:
                 if attempt > self.retries:
                     raise InstrumentTimeout(command, self.address, timeout_s, attempt, why)
                 log.warning("%s on %s: no reply, retrying (%d)", command, self.address, attempt)
-                sent = self._send(message)  # same id: never executed twice
+                sent = self._send(message, wait_ms)  # same id: never executed twice
                 continue
             header, arrays = reply
             if not header.get("ok"):
@@ -311,47 +333,56 @@ class MicroscopeClient:
                 return
 
     def _wait(
-        self, request_id: str, timeout_s: float
+        self, request_id: str, timeout_s: float, slice_ms: int
     ) -> tuple[dict[str, Any], list[np.ndarray]] | None:
         """The next reply to ``request_id``; None after ``timeout_s`` or when the server fell
-        silent (no heartbeat for two intervals)."""
+        silent (no heartbeat for two intervals).
+
+        Blocks in the socket's receive (a blocking receive beats a poll and a receive) for at
+        most ``slice_ms`` at a time, the socket's RCVTIMEO, and looks at the deadline and at
+        the heartbeats between slices.
+        """
         deadline = time.monotonic() + timeout_s
-        while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
-            if self._events is not None:
-                ready = self._poll_with_heartbeats(left_ms)
-                if ready is None:
-                    return None
-                if not ready:
-                    continue
-            self._socket.rcvtimeo = max(1, int(left_ms))  # a blocking recv beats poll + recv
+        while True:
             try:
                 frames = self._socket.recv_multipart()
             except zmq.Again:
+                left_ms = (deadline - time.monotonic()) * 1000
+                if left_ms <= 0 or self._server_silent():
+                    return None
+                self._set_rcvtimeo(max(1, int(min(slice_ms, left_ms))))
                 continue
             try:
                 header, arrays = decode(frames)
             except ProtocolError as exc:
                 raise ProtocolError(f"on {self.address}: {exc}") from exc
-            if header.get("id") != request_id:
-                log.debug("dropping a stale reply %r", header.get("id"))
-                continue
-            return header, arrays
-        return None
+            if header.get("id") == request_id:
+                return header, arrays
+            log.debug("dropping a stale reply %r", header.get("id"))
+            if time.monotonic() > deadline:
+                return None
 
-    def _poll_with_heartbeats(self, left_ms: float) -> bool | None:
-        """Whether a reply is ready; None if the server stopped heart-beating."""
+    def _drain_events(self) -> None:
+        """Read the events that came since the last look: each is a sign of life (their
+        content does not matter here)."""
         assert self._events is not None
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._events, zmq.POLLIN)
-        ready = dict(poller.poll(max(1, int(min(left_ms, 100)))))
-        if self._events in ready:
-            while self._events.poll(0):
-                self._events.recv_multipart()
-            self._last_event = time.monotonic()
-        elif time.monotonic() - self._last_event > 2 * self._events_heartbeat_s:
-            return None
-        return self._socket in ready
+        events = self._events
+        came = False
+        while events.getsockopt(_EVENTS) & _POLLIN:
+            events.recv(zmq.NOBLOCK)  # frame by frame: all of every queued event
+            came = True
+        now = time.monotonic()
+        if came:
+            self._last_event = now
+        self._next_drain = now + self._events_heartbeat_s
+
+    def _server_silent(self) -> bool:
+        """Whether the server has sent no event for two heartbeat intervals (False without
+        events)."""
+        if self._events is None:
+            return False
+        self._drain_events()
+        return time.monotonic() - self._last_event > 2 * self._events_heartbeat_s
 
     def _silence_note(self) -> str:
         if self._events is None:
@@ -364,6 +395,7 @@ class MicroscopeClient:
     def _reconnect(self) -> None:
         self._socket.close()
         self._socket = self._connect(zmq.DEALER, self.address)
+        self._rcvtimeo_ms = -1
         if self._events is not None:
             self._events.close()
             self._events = None

@@ -2,9 +2,18 @@
 
 Over loopback, with zero dwell and a backend that returns a fixed spectrum at once (so only the
 protocol is measured), it times move+acquire as two requests, as one ``measure`` of one point
-(the fast path), a streamed ``measure`` of many points, and, as the reference, a bare pyzmq
-REQ/REP exchange of the same bytes (the request and the reply with its spectrum). Server and
-echo run in a thread of this process, the same way for both.
+(the fast path, the campaign's call), a streamed ``measure`` of many points, and, as the
+reference, a bare pyzmq REQ/REP exchange of the same bytes (the request and the reply with its
+spectrum). Server and echo run in a thread of this process, the same way for both; the client
+is set up as ``dklscope run`` sets it up (events subscribed, dead-man switch armed).
+
+The reference and the two request cases are timed in interleaved rounds, so that a change in
+the machine's load during the run falls on all of them alike and their ratio holds.
+
+Throughput: for the request cases ``throughput_per_s`` is *sequential*, one request in flight
+at a time as the campaign measures (round trips completed per second of the time they took),
+and ``rate_at_median_per_s`` is one over the median round trip; for the streamed case it is the
+points of one ``measure`` per second.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from ..cli import HEARTBEAT_S
 from ..drivers import (
     Acquisition,
     DriverServer,
@@ -32,12 +42,20 @@ DESCRIPTION = (
     "driver protocol: move+acquire round trip of a float32 spectrum over loopback, "
     "against a bare pyzmq REQ/REP echo of the same bytes"
 )
+REFERENCE = "bare pyzmq REQ/REP echo"
+SEQUENTIAL = "sequential: one request in flight; completed per second of their total time"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=5000, help="round trips per row (%(default)s)")
     parser.add_argument("--warmup", type=int, default=300, help="untimed round trips first")
     parser.add_argument("--channels", type=int, default=2048, help="spectrum length")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="interleaved rounds the round trips of each row are split into (%(default)s)",
+    )
 
 
 class ConstantBackend:
@@ -72,39 +90,39 @@ class ConstantBackend:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     n, warmup, channels = args.n, args.warmup, args.channels
-    rows = []
+    rounds = max(1, min(args.rounds, n))
     with DriverServer(ConstantBackend(channels), "tcp://127.0.0.1:0") as s:
-        with MicroscopeClient(s.endpoint, timeout_s=5.0) as client:
+        with MicroscopeClient(s.endpoint, timeout_s=5.0, heartbeat_s=HEARTBEAT_S) as client:
+            client.hello()
 
             def two_requests(i: int) -> None:
                 client.move(i % 64, (i // 64) % 64)
                 client.acquire(0.0)
 
             def fast_path(i: int) -> None:
-                next(client.measure([(i % 64, (i // 64) % 64)], 0.0))
+                (_,) = client.measure([(i % 64, (i // 64) % 64)], 0.0)
 
-            request, reply = _wire_sizes(client, channels)
-            echo = _Echo(request, reply)
+            echo = _Echo(*_wire_bytes(s.endpoint))
             try:
-                reference = _timed(echo, n, warmup)
+                cases: dict[str, Callable[[int], None]] = {
+                    REFERENCE: echo,
+                    "move + acquire, 2 requests": two_requests,
+                    "measure 1 point, 1 request": fast_path,
+                }
+                rtts = _interleaved(cases, n, warmup, rounds)
             finally:
                 echo.close()
-            separate = _timed(two_requests, n, warmup)
-            combined = _timed(fast_path, n, warmup)
             streamed_s = _streamed(client, n)
-    ref_median = float(np.median(reference))
-    for name, rtts in [
-        ("bare pyzmq REQ/REP echo", reference),
-        ("move + acquire, 2 requests", separate),
-        ("measure 1 point, 1 request", combined),
-    ]:
-        rows.append(_row(name, rtts, ref_median, channels))
+    ref_median = float(np.median(rtts[REFERENCE]))
+    rows = [_row(name, times, ref_median, channels) for name, times in rtts.items()]
     rows.append(
         {
             "case": f"measure {n} points, streamed",
             "median_rtt_ms": None,
             "p99_rtt_ms": None,
             "throughput_per_s": n / streamed_s,
+            "throughput_is": f"streamed: points per second of one measure of {n} points",
+            "rate_at_median_per_s": None,
             "reference_median_rtt_ms": ref_median * 1e3,
             "ratio_to_reference": None,
             "channels": channels,
@@ -123,6 +141,8 @@ def _row(name: str, rtts: np.ndarray, ref_median: float, channels: int) -> dict[
         "median_rtt_ms": median * 1e3,
         "p99_rtt_ms": float(np.percentile(rtts, 99)) * 1e3,
         "throughput_per_s": len(rtts) / float(np.sum(rtts)),
+        "throughput_is": SEQUENTIAL,
+        "rate_at_median_per_s": 1 / median,
         "reference_median_rtt_ms": ref_median * 1e3,
         "ratio_to_reference": median / ref_median,
         "channels": channels,
@@ -130,14 +150,30 @@ def _row(name: str, rtts: np.ndarray, ref_median: float, channels: int) -> dict[
     }
 
 
-def _timed(fn: Callable[[int], None], n: int, warmup: int) -> np.ndarray:
+def _interleaved(
+    cases: dict[str, Callable[[int], None]], n: int, warmup: int, rounds: int
+) -> dict[str, np.ndarray]:
+    """``n`` round trips of each case, seconds each: the cases take turns, ``rounds`` times."""
+    for fn in cases.values():
+        _timed(fn, 0, warmup)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in cases}
+    for r in range(rounds):
+        size = n // rounds + (r < n % rounds)
+        for name, fn in cases.items():
+            chunks[name].append(_timed(fn, size, 0, start=r * size))
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def _timed(fn: Callable[[int], None], n: int, warmup: int, start: int = 0) -> np.ndarray:
+    """Seconds of each of ``n`` calls ``fn(start)``, ``fn(start + 1)``, … after ``warmup``
+    untimed ones."""
     for i in range(warmup):
         fn(i)
     rtts = np.empty(n)
     clock = time.perf_counter
     for i in range(n):
         t0 = clock()
-        fn(i)
+        fn(start + i)
         rtts[i] = clock() - t0
     return rtts
 
@@ -150,15 +186,24 @@ def _streamed(client: MicroscopeClient, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def _wire_sizes(client: MicroscopeClient, channels: int) -> tuple[list[bytes], list[bytes]]:
-    """The frames of a typical one-point measure request and of its reply."""
-    header = {"id": "x" * 16, "cmd": "measure", "args": {"points": [[12.0, 34.0]], "dwell_s": 0.0}}
-    request = [bytes(f) for f in encode({**header, "deadline_s": 5.0, "client": "c" * 12})]
-    result = {"seq": 123456, "request": "x" * 16, "dwell_s": 0.0, "x": 12.0, "y": 34.0}
-    result.update(timestamp=time.time(), index=0, x_read=12.0, y_read=34.0)
-    spectrum = np.zeros(channels, dtype=np.float32)
-    reply = encode({"id": "x" * 16, "ok": True, "more": False, "result": result}, [spectrum])
-    return request, [bytes(f) for f in reply]
+def _wire_bytes(endpoint: str) -> tuple[list[bytes], list[bytes]]:
+    """The frames of a one-point measure request as the client sends it, and of the reply the
+    server at ``endpoint`` sends to it."""
+    header = {"id": "0123456789ab-1234", "cmd": "measure"}
+    header["args"] = {"points": [[12.0, 34.0]], "dwell_s": 0.0}
+    request = [bytes(f) for f in encode({**header, "deadline_s": 5.0, "client": "0123456789ab"})]
+    context = zmq.Context()
+    try:
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVTIMEO, 5000)
+        dealer.connect(endpoint)
+        dealer.send_multipart(request)
+        reply = dealer.recv_multipart()
+        dealer.close()
+    finally:
+        context.term()
+    return request, reply
 
 
 class _Echo:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dklscope.cli import main
 
 FIGURES = ("median_rtt_ms", "p99_rtt_ms", "throughput_per_s", "reference_median_rtt_ms")
@@ -11,7 +13,8 @@ FIGURES = ("median_rtt_ms", "p99_rtt_ms", "throughput_per_s", "reference_median_
 
 def test_bench_protocol_writes_the_figures(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench", "protocol", "--n", "50", "--warmup", "5", "--json", str(out)]) == 0
+    argv = ["bench", "protocol", "--n", "50", "--warmup", "5", "--rounds", "3"]
+    assert main([*argv, "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     cases = [row["case"] for row in rows]
     assert cases[0] == "bare pyzmq REQ/REP echo"
@@ -22,3 +25,11 @@ def test_bench_protocol_writes_the_figures(tmp_path):
         assert row["reference_median_rtt_ms"] == reference > 0
         assert row["throughput_per_s"] > 0
         assert row["channels"] == 2048
+    *timed, streamed = rows
+    for row in timed:  # every round trip of every round is in the figures
+        assert row["n"] == 50
+        assert row["throughput_is"].startswith("sequential")
+        assert row["rate_at_median_per_s"] == pytest.approx(1000 / row["median_rtt_ms"])
+        assert row["ratio_to_reference"] == pytest.approx(row["median_rtt_ms"] / reference)
+    assert streamed["case"] == "measure 50 points, streamed"
+    assert streamed["throughput_is"].startswith("streamed")

@@ -107,6 +107,8 @@ COMMANDS: dict[str, dict[str, Any]] = {
 }
 
 MAX_ID_CHARS = 128
+DEADMAN_CHECK_S = 0.01  # how often, at most, silent controllers are looked for
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enums cost time
 MAX_STRING_CHARS = 256
 MAX_RESULTS_PER_REPLY = 1000
 
@@ -282,6 +284,7 @@ class DriverServer:
         self._pending: collections.deque[_Request] = collections.deque()
         self._streaming: _Request | None = None
         self._controllers: dict[str, list[float]] = {}  # client -> [heartbeat_s, last seen]
+        self._next_deadman_check = -math.inf  # time.monotonic()
         self._position: tuple[float, float] | None = None
         self.safe_state: dict[str, Any] | None = None  # set when the dead-man switch fires
         self._events: _EventPublisher | None = None
@@ -542,7 +545,12 @@ class DriverServer:
     # -- the dead-man switch ------------------------------------------------------------------
 
     def _check_deadman(self) -> None:
+        """Make the instrument safe for each controller silent for two heartbeat intervals;
+        looks at most every `DEADMAN_CHECK_S`."""
         now = time.monotonic()
+        if now < self._next_deadman_check:
+            return
+        self._next_deadman_check = now + DEADMAN_CHECK_S
         for client, (interval, last_seen) in list(self._controllers.items()):
             silent = now - last_seen
             if silent > 2 * interval:
@@ -672,8 +680,8 @@ class DriverServer:
     def _store_acquisition(
         self, request: _Request, acq: Acquisition
     ) -> tuple[dict[str, Any], np.ndarray]:
-        spectrum = np.array(acq.spectrum, dtype=np.float32)  # a copy the server owns
-        expected = (self._description.spectral_axis.size,)
+        spectrum = np.array(acq.spectrum, dtype=self._spectrum_format.dtype)  # the server's own
+        expected = self._spectrum_format.shape
         if spectrum.shape != expected:
             raise RuntimeError(f"spectrum shape {spectrum.shape} != described {expected}")
         meta = {
@@ -737,7 +745,7 @@ class DriverServer:
     def _drain(self, socket: zmq.Socket, limit: int = 100) -> None:
         """Answer what came in meanwhile: control commands now, instrument commands later."""
         for _ in range(limit):
-            if not socket.poll(0):
+            if not socket.getsockopt(_EVENTS) & _POLLIN:
                 return
             self._receive(socket, deferring=True)
         if self._controllers:

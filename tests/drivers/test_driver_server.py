@@ -347,6 +347,21 @@ def test_a_reply_with_another_id_is_skipped(scripted_router, description_factory
         assert client.describe().name == "RIGHT"
 
 
+def test_a_stream_of_stale_replies_does_not_outlast_the_timeout(
+    scripted_router, description_factory
+):
+    description = description_factory()
+
+    def script(identity, header, n):  # far more stale replies than 0.05 s can take in
+        stale = [(identity, describe_reply("old", description, "WRONG"))] * 20_000
+        return [*stale, (identity, describe_reply(header["id"], description, "RIGHT"))]
+
+    router = scripted_router(script)
+    with MicroscopeClient(router.endpoint, timeout_s=0.05, retries=0) as client:
+        with pytest.raises(InstrumentTimeout):
+            client.describe()
+
+
 def test_a_reply_without_the_expected_arrays_is_a_protocol_error(scripted_router):
     router = scripted_router(
         lambda identity, header, n: [(identity, {"id": header["id"], "ok": True, "result": {}})]

@@ -3,6 +3,7 @@ store, events, the dead-man switch, restarts, limits and sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import threading
@@ -227,6 +228,69 @@ def test_a_retried_measure_is_replayed_not_measured_again(server, raw_dealer, ba
 def _sent(dealer, frames):
     dealer.socket.send_multipart(frames)
     return dealer
+
+
+class BufferReusingBackend:
+    """A backend that fills one spectrum buffer in place for every acquisition, as a detector
+    driver may: the server must send and remember copies of its own."""
+
+    def __init__(self, backend):
+        self.inner = backend
+        self.buffer = np.zeros(backend.description.spectral_axis.size, np.float32)
+        self.taken: list[np.ndarray] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def acquire(self, dwell_s):
+        acq = self.inner.acquire(dwell_s)
+        self.buffer[:] = acq.spectrum
+        self.taken.append(self.buffer.astype(np.float32))
+        return dataclasses.replace(acq, spectrum=self.buffer)
+
+
+def test_a_retried_one_point_measure_gets_its_own_spectrum_again(backend_factory, raw_dealer):
+    backend = BufferReusingBackend(backend_factory())
+    with DriverServer(backend, LOOPBACK) as server:
+
+        def measure(request_id):  # on a fresh connection, as a retry comes
+            args = {"points": [[1, 1]], "dwell_s": 0.01}
+            dealer = _sent(raw_dealer(server.endpoint), request(request_id, "measure", args))
+            ((header, arrays),) = replies_until_done(dealer)
+            return header, arrays[0]
+
+        first, first_spectrum = measure("m1")
+        _, later_spectrum = measure("m2")
+        again, again_spectrum = measure("m1")
+        assert again == first and first["result"]["seq"] == 0
+        assert not np.array_equal(backend.taken[0], backend.taken[1])
+        np.testing.assert_array_equal(first_spectrum, backend.taken[0])
+        np.testing.assert_array_equal(later_spectrum, backend.taken[1])
+        np.testing.assert_array_equal(again_spectrum, backend.taken[0])  # not the reused buffer
+        assert backend.inner.names_called().count("acquire") == 2
+        with MicroscopeClient(server.endpoint, timeout_s=5.0) as client:
+            stored = client.results_since(-1)
+        for acq, taken in zip(stored, backend.taken, strict=True):
+            np.testing.assert_array_equal(acq.spectrum, taken)
+
+
+def test_a_one_point_measure_waits_behind_a_running_measure(backend_factory, raw_dealer):
+    backend = backend_factory(acquire_sleep_s=0.03)
+    with DriverServer(backend, LOOPBACK) as server:
+        streamer = raw_dealer(server.endpoint)
+        streamer.socket.send_multipart(
+            request("stream", "measure", {"points": [[1, 1]] * 8, "dwell_s": 0.01})
+        )
+        time.sleep(0.05)  # the stream has started
+        with MicroscopeClient(server.endpoint, timeout_s=5.0) as client:
+            (acq,) = client.measure([(5.0, 4.0)], 0.01)  # the campaign's call
+            assert acq.seq == 8  # after every point of the stream
+            with pytest.raises(InstrumentError) as info:
+                list(client.measure([(5.0, 40.0)], 0.01))
+            assert info.value.code == ErrorCode.OUT_OF_LIMITS
+        assert len(replies_until_done(streamer)) == 8
+        moves = [call[1:] for call in backend.calls if call[0] == "move_probe"]
+        assert moves == [(1.0, 1.0)] * 8 + [(5.0, 4.0)]  # in turn; the refused one never moved
 
 
 # -- the result store -----------------------------------------------------------------------

@@ -5,9 +5,17 @@ import math
 
 import numpy as np
 import pytest
+import zmq
 
 from dklscope.drivers import InstrumentDescription, ProtocolError, SpectralAxis
-from dklscope.drivers.protocol import MAX_HEADER_BYTES, SIGNATURE, decode, encode
+from dklscope.drivers.protocol import (
+    MAX_HEADER_BYTES,
+    SIGNATURE,
+    ArrayFormat,
+    decode,
+    encode,
+    send,
+)
 
 
 def on_the_wire(frames):
@@ -83,6 +91,51 @@ def test_decode_accepts_the_memoryviews_encode_returns():
 def test_round_trip_of_a_zero_dimensional_array_keeps_its_shape():
     _, arrays = decode(on_the_wire(encode({"id": "s"}, [np.array(2.5)])))
     assert arrays[0].shape == ()
+
+
+def test_an_array_format_describes_its_arrays_as_their_meta_does():
+    meta = {"units": "counts", "axes": [{"name": "e", "size": 3, "offset": 1.0, "scale": 0.5}]}
+    fmt = ArrayFormat("<f4", (3,), meta)
+    a, b = np.arange(3, dtype="<f4"), np.ones(3, dtype="<f4")
+    header = {"id": "f", "ok": True, "result": {"seq": 1}}
+    described = decode(on_the_wire(encode(header, [a, b], [meta, meta])))
+    formatted = decode(on_the_wire(encode(header, [a, b], [fmt, meta])))
+    assert formatted[0] == described[0]
+    assert formatted[0]["arrays"][0] == {**meta, "dtype": "<f4", "shape": [3]}
+    for got, sent in zip(formatted[1], [a, b], strict=True):
+        np.testing.assert_array_equal(got, sent)
+
+
+@pytest.mark.parametrize(
+    "array", [np.zeros(4, dtype="<f4"), np.zeros(3, dtype="<f8"), np.zeros((3, 1), dtype="<f4")]
+)
+def test_an_array_not_of_its_format_is_refused(array):
+    with pytest.raises(ValueError, match="is not of"):
+        encode({"id": "f"}, [array], [ArrayFormat("<f4", (3,))])
+
+
+def test_encode_describes_the_arrays_it_sends_whatever_the_header_says():
+    header, arrays = decode(on_the_wire(encode({"arrays": [F4_SPEC], "id": "a"})))
+    assert header == {"id": "a", "arrays": []} and arrays == []
+    header, _ = decode(on_the_wire(encode({}, [np.zeros(2, "<f8")])))
+    assert header == {"arrays": [{"dtype": "<f8", "shape": [2]}]}
+
+
+def test_send_delivers_the_frames_as_one_multipart_message():
+    context = zmq.Context()
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://send")
+        b.connect("inproc://send")
+        frames = encode({"id": "s"}, [np.arange(5, dtype="<f4")])
+        send(a, frames)
+        send(a, [b"one"])
+        assert b.recv_multipart() == on_the_wire(frames)
+        assert b.recv_multipart() == [b"one"]
+    finally:
+        a.close()
+        b.close()
+        context.term()
 
 
 def test_decode_accepts_a_header_of_exactly_the_maximum_size():

@@ -127,8 +127,7 @@ class _Request:
     id: str
     cmd: str
     args: dict[str, Any]
-    received: float  # time.monotonic()
-    deadline: float | None
+    deadline: float | None  # time.monotonic()
     client: str | None
     aborted: bool = False
 
@@ -460,7 +459,7 @@ class DriverServer:
         if client in self._controllers:
             self._controllers[client][1] = now
         deadline = None if deadline_s is None else now + min(deadline_s, 1e9)
-        return _Request(identity, request_id, cmd, args, now, deadline, client)
+        return _Request(identity, request_id, cmd, args, deadline, client)
 
     def _replay(self, socket: zmq.Socket, request: _Request) -> bool:
         """Answer a retry of a request already done, running or waiting; False if it is new."""

@@ -22,6 +22,7 @@ from .protocol import (
     ProtocolError,
     decode,
     encode,
+    recv,
     send,
 )
 from .security import ClientKeys, secure_client_socket
@@ -345,7 +346,7 @@ class MicroscopeClient:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                frames = self._socket.recv_multipart()
+                frames = recv(self._socket)
             except zmq.Again:
                 left_ms = (deadline - time.monotonic()) * 1000
                 if left_ms <= 0 or self._server_silent():

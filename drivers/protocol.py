@@ -42,7 +42,8 @@ ALLOWED_DTYPES = frozenset(_DTYPES)
 # by this package, never circular: the encoder need not look for cycles.
 _JSON_ENCODER = json.JSONEncoder(allow_nan=False, check_circular=False, separators=(",", ":"))
 _JSON_DECODER = json.JSONDecoder()
-_SNDMORE = int(zmq.SNDMORE)  # a plain int: or-ing pyzmq's flag enums costs a microsecond
+_SNDMORE = int(zmq.SNDMORE)  # plain ints: or-ing pyzmq's flag enums costs a microsecond
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class ProtocolError(Exception):
@@ -263,6 +264,16 @@ def send(socket: zmq.Socket, frames: Sequence[bytes | memoryview]) -> None:
     for frame in frames[:-1]:
         socket.send(frame, _SNDMORE)
     socket.send(frames[-1])
+
+
+def recv(socket: zmq.Socket) -> list[bytes | zmq.Frame]:
+    """The frames of the next message on ``socket``: the signature and the header as bytes,
+    array frames as `zmq.Frame` objects, which own the received memory (no copy is made; an
+    array decoded from one keeps it alive)."""
+    frames = [socket.recv()]
+    while socket.getsockopt(_RCVMORE):
+        frames.append(socket.recv(copy=len(frames) < 2))
+    return frames
 
 
 def axis_meta(name: str, axis: SpectralAxis) -> dict[str, Any]:

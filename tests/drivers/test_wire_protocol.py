@@ -14,6 +14,7 @@ from dklscope.drivers.protocol import (
     ArrayFormat,
     decode,
     encode,
+    recv,
     send,
 )
 
@@ -119,6 +120,29 @@ def test_encode_describes_the_arrays_it_sends_whatever_the_header_says():
     assert header == {"id": "a", "arrays": []} and arrays == []
     header, _ = decode(on_the_wire(encode({}, [np.zeros(2, "<f8")])))
     assert header == {"arrays": [{"dtype": "<f8", "shape": [2]}]}
+
+
+def test_received_arrays_keep_their_own_memory():
+    context = zmq.Context()
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://recv")
+        b.connect("inproc://recv")
+        sent = [np.arange(5, dtype="<f4"), np.full(5, 7.0, dtype="<f4")]
+        for i, array in enumerate(sent):
+            send(a, encode({"id": str(i)}, [array, array[::-1]]))
+        received = [recv(b) for _ in sent]
+        assert all(type(f) is bytes for frames in received for f in frames[:2])
+        decoded = [decode(frames) for frames in received]
+        del received
+        for i, (array, (header, (got, reversed_))) in enumerate(zip(sent, decoded, strict=True)):
+            assert header["id"] == str(i)
+            np.testing.assert_array_equal(got, array)
+            np.testing.assert_array_equal(reversed_, array[::-1])
+    finally:
+        a.close()
+        b.close()
+        context.term()
 
 
 def test_send_delivers_the_frames_as_one_multipart_message():

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=10,
+        default=50,
         help="interleaved rounds the round trips of each row are split into (%(default)s)",
     )
 

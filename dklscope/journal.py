@@ -136,19 +136,37 @@ class Measurement:
 
 
 class Journal:
-    """Open (or create) the journal at ``path`` (``":memory:"`` for one that is not kept)."""
+    """Open (or create) the journal at ``path`` (``":memory:"`` for one that is not kept).
 
-    def __init__(self, path: str | Path) -> None:
+    ``read_only``: open an existing journal for reading only, as another process may while the
+    campaign writes it (a live view, a report): it takes no lock that could hold the writer up
+    (write-ahead log: readers and the writer never wait for each other), every write raises
+    `sqlite3.OperationalError`, and it may be used from a thread other than the one that
+    opened it (one thread at a time).
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(path, isolation_level=None)  # we commit explicitly
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise JournalError(f"{path}: no such journal")
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            self._db = sqlite3.connect(path, isolation_level=None)  # we commit explicitly
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         self._depth = 0
         version = self._metadata_or_none("schema") if self._has_table("metadata") else None
         if version is None and self._has_table("measurements"):
             raise JournalError(f"{path}: a journal of an older dklscope (schema 1)")
         if version is not None and version != SCHEMA_VERSION:
             raise JournalError(f"{path}: journal schema {version}, this dklscope reads 2")
+        if read_only:
+            if version is None:
+                raise JournalError(f"{path}: not a dklscope journal (yet)")
+            return
         self._db.executescript(SCHEMA)
         if version is None:
             self.set_metadata("schema", SCHEMA_VERSION)
@@ -171,9 +189,10 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Writes inside commit together, once, at the end (all or none of them)."""
+        """Writes inside commit together, once, at the end (all or none of them). In a
+        read-only journal, the reads inside see one state of it, however the writer goes on."""
         if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
         self._depth += 1
         try:
             yield
@@ -256,12 +275,15 @@ class Journal:
     def array_names(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM arrays ORDER BY name")]
 
-    def decisions(self) -> list[DecisionRecord]:
-        rows = self._db.execute("SELECT * FROM decisions ORDER BY number").fetchall()
-        return [DecisionRecord(*row) for row in rows]
+    def decisions(self, since: int = 0) -> list[DecisionRecord]:
+        """The decisions numbered ``since`` and later, in order."""
+        query = "SELECT * FROM decisions WHERE number >= ? ORDER BY number"
+        return [DecisionRecord(*row) for row in self._db.execute(query, (since,)).fetchall()]
 
-    def measurements(self) -> list[Measurement]:
-        rows = self._db.execute("SELECT * FROM measurements ORDER BY seq").fetchall()
+    def measurements(self, since: int = 0) -> list[Measurement]:
+        """The measurements from ``seq`` ``since`` on, in order."""
+        query = "SELECT * FROM measurements WHERE seq >= ? ORDER BY seq"
+        rows = self._db.execute(query, (since,)).fetchall()
         out = []
         for row in rows:
             row = list(row)
@@ -276,14 +298,24 @@ class Journal:
         rows = self._db.execute("SELECT decision, state FROM checkpoints ORDER BY decision")
         return [(int(d), bytes(s)) for d, s in rows.fetchall()]
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Every event (of ``kind``), oldest first, as ``{"t": ..., "kind": ..., **detail}``."""
-        rows = self._db.execute("SELECT t, kind, detail FROM events ORDER BY id").fetchall()
-        return [
-            {"t": t, "kind": k, **json.loads(detail)}
-            for t, k, detail in rows
-            if kind is None or k == kind
-        ]
+    def newest_checkpoint(self, after: int = -1) -> tuple[int, bytes] | None:
+        """``(decision, state)`` of the newest checkpoint, if its decision is after ``after``."""
+        row = self._db.execute(
+            "SELECT decision, state FROM checkpoints WHERE decision > ? "
+            "ORDER BY decision DESC LIMIT 1",
+            (after,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def events(self, kind: str | None = None, *, since: int = 0) -> list[dict[str, Any]]:
+        """Every event (of ``kind``), oldest first, as ``{"t": ..., "kind": ..., **detail}``;
+        ``since``: leave out the first ``since`` of them."""
+        rows = self._db.execute(
+            "SELECT t, kind, detail FROM events WHERE ? IS NULL OR kind = ? "
+            "ORDER BY id LIMIT -1 OFFSET ?",
+            (kind, kind, since),
+        ).fetchall()
+        return [{"t": t, "kind": k, **json.loads(detail)} for t, k, detail in rows]
 
 
 def _nan_to_null(value: Any) -> Any:

@@ -1,4 +1,5 @@
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +128,25 @@ def test_a_journal_of_another_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(JournalError, match="older"):
         Journal(path)
+
+
+def test_a_read_only_journal_neither_waits_for_nor_holds_up_the_writer(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    with pytest.raises(JournalError, match="no such journal"):
+        Journal(path, read_only=True)
+    with Journal(path) as writer:
+        writer.log_event("run_started", measurements=0)
+        with Journal(path, read_only=True) as reader:
+            with writer.transaction():  # the writer holds its write lock...
+                writer.log_event("paused", measurements=0)
+                started = time.perf_counter()
+                assert [e["kind"] for e in reader.events()] == ["run_started"]  # ...reads go on
+                assert time.perf_counter() - started < 0.5
+            assert [e["kind"] for e in reader.events(since=1)] == ["paused"]
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.log_event("resumed", paused_s=1.0)
+            with reader.transaction():  # a reader's snapshot does not block a commit...
+                reader.events()
+                writer.log_event("resumed", paused_s=1.0)
+                assert reader.events("resumed") == []  # ...nor sees it
+            assert [e["kind"] for e in reader.events("resumed")] == ["resumed"]

@@ -15,6 +15,10 @@ before k), never on timing, so a pipelined campaign is as reproducible as a sequ
 
 Randomness (seed points, Thompson sampling) comes from a generator seeded by ``(config.seed,
 decision number)``, so it too survives a restart.
+
+From another thread (a `dklscope.control.ControlServer`, a signal handler) a run can be paused
+(`request_pause`: the measurement under way is finished and journaled, then nothing is asked of
+the instrument until `resume`) and stopped (`request_stop`); `status` says where it stands.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class Campaign:
     `ModelEmbedding`), ``learner`` (a `DKLLearner` over the candidates' inputs), ``policy``
     and ``scalarizer`` (any objects with their protocols). ``publisher`` receives progress
     events. `step` measures one decision; `run` goes on until a stop criterion is met.
+    ``endpoints`` names the sockets that serve this campaign (``publish``, ``control``), for
+    the ``run_started`` event, so that a viewer of the journal knows where to connect.
     """
 
     def __init__(
@@ -168,8 +174,14 @@ class Campaign:
         self._set_drift((drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0))
         self._drift_checked_at = drifts[-1]["after_seq"] if drifts else 0
         self.stop_reason: str | None = None
-        self._stop_requested = False
-        self._started = time.monotonic()
+        self._stop_requested: str | None = None  # the reason given with the request
+        self._pause_requested = False
+        self._state = "idle"  # running, paused or stopped while (and after) `run` runs
+        self.endpoints: dict[str, str] = {}
+        if publisher is not None:
+            self.endpoints["publish"] = publisher.address
+        self._started = time.monotonic()  # of this run, moved on by the length of each pause
+        self._paused_since: float | None = None
         self._last_done: float | None = None  # the instrument's last reply in this run, Unix s
         if resuming and client is not None:
             log.info(
@@ -181,12 +193,14 @@ class Campaign:
 
     @classmethod
     def from_journal(cls, folder: str | Path) -> Campaign:
-        """The campaign recorded in ``folder`` (its journal and embedding), read-only."""
+        """The campaign recorded in ``folder`` (its journal and embedding), read-only: the
+        journal is opened read-only, so this is safe while the campaign runs in another
+        process."""
         folder = Path(folder)
         path = folder / JOURNAL_NAME
         if not path.is_file():
             raise CampaignError(f"{folder} holds no {JOURNAL_NAME}")
-        journal = Journal(path)
+        journal = Journal(path, read_only=True)
         try:
             config = from_dict(Config, journal.metadata("config"))
         except (KeyError, ConfigError) as exc:
@@ -251,18 +265,62 @@ class Campaign:
                 check(x + dx, y + dy) is not None for x, y in self.positions
             ]
 
-    def request_stop(self) -> None:
-        """Stop after the measurement under way is journaled (what Ctrl-C does); resumable."""
-        self._stop_requested = True
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Stop after the measurement under way is journaled (what Ctrl-C does), with
+        ``reason`` as the stop reason; resumable. Safe from a signal handler or another
+        thread."""
+        self._stop_requested = self._stop_requested or reason
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop_requested
+        return self._stop_requested is not None
+
+    def request_pause(self) -> None:
+        """Pause `run` once the measurement under way is journaled: no further move or
+        acquisition until `resume` (or `request_stop`). Decisions already made are kept.
+        Safe from another thread."""
+        self._pause_requested = True
+
+    def resume(self) -> None:
+        """Go on after `request_pause`."""
+        self._pause_requested = False
+
+    @property
+    def state(self) -> str:
+        """``idle`` (no run yet), ``running``, ``pausing`` (a pause requested, the measurement
+        under way not finished), ``paused``, ``resuming`` (asked to go on, not yet going),
+        ``stopping`` (a stop requested) or ``stopped``."""
+        if self._state in ("running", "paused") and self.stop_requested:
+            return "stopping"
+        if self._state == "running" and self._pause_requested:
+            return "pausing"
+        if self._state == "paused" and not self._pause_requested:
+            return "resuming"
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        """Where the campaign stands, as plain data: ``state``, ``stop_reason``,
+        ``n_measurements`` (attempts journaled), ``n_decisions``, ``n_planned`` and
+        ``budget_left`` (`budget_left`). Safe from another thread while `run` runs."""
+        return {
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "n_measurements": len(self.history),
+            "n_decisions": len(self.decisions),
+            "n_planned": self.n_planned,
+            "budget_left": budget_left(self.config, self.n_planned, self.history, self._run_s()),
+        }
+
+    def _run_s(self) -> float:
+        """Seconds this run has gone on, its pauses left out."""
+        now = time.monotonic()
+        paused = 0.0 if self._paused_since is None else now - self._paused_since
+        return now - self._started - paused
 
     def _stop_criterion(self) -> str | None:
         budget, stop = self.config.budget, self.config.stop
-        if self._stop_requested:
-            return "interrupted"
+        if self._stop_requested is not None:
+            return self._stop_requested
         if not self._queue and len(self.decisions) >= self.n_planned:
             return "budget of steps spent"
         if not self._queue and self.unavailable().all():
@@ -274,7 +332,7 @@ class Campaign:
             dose = sum(m.dwell_s for m in self.history)
             if dose + self.config.dwell_s > budget.dose_s * (1 + 1e-9):
                 return f"dose budget {budget.dose_s:g} s spent"
-        if budget.wall_s is not None and time.monotonic() - self._started >= budget.wall_s:
+        if budget.wall_s is not None and self._run_s() >= budget.wall_s:
             return f"wall time {budget.wall_s:g} s spent"
         return None
 
@@ -300,16 +358,40 @@ class Campaign:
     def run(self, on_step: Callable[[Measurement], None] | None = None) -> str:
         """Measure until a stop criterion is met; returns why it stopped. ``on_step`` sees each
         journaled attempt. With ``runner.pipeline`` the next point is chosen while the
-        instrument measures (see the module's documentation)."""
+        instrument measures (see the module's documentation). `request_pause` and
+        `request_stop` (from another thread) act between measurements. An instrument failure
+        is journaled (``run_stopped`` with ``error``) and raised."""
         self._require_instrument()
         self._started, self._last_done = time.monotonic(), None
-        self.stop_reason, self._stop_requested = None, False
+        self.stop_reason, self._stop_requested = None, None
+        self._state = "running"
         self._publish("started", n_planned=self.n_planned, resumed=bool(self.history))
-        self.journal.log_event("run_started", measurements=len(self.history))
+        self.journal.log_event("run_started", measurements=len(self.history), **self.endpoints)
+        try:
+            self._run_loop(on_step)
+        except (InstrumentError, InstrumentTimeout, ProtocolError, CampaignError) as exc:
+            self._stopped(f"error: {exc}", error=True)
+            raise
+        reason = self.stop_reason or "stopped"
+        self._stopped(reason)
+        log.info("campaign stopped: %s", reason)
+        return reason
+
+    def _stopped(self, reason: str, *, error: bool = False) -> None:
+        self._state = "stopped"
+        self.stop_reason = reason
+        self.journal.log_event(
+            "run_stopped", reason=reason, measurements=len(self.history), error=error
+        )
+        self._publish("stopped", reason=reason, n_measurements=len(self.history), error=error)
+
+    def _run_loop(self, on_step: Callable[[Measurement], None] | None) -> None:
         with ThreadPoolExecutor(1, thread_name_prefix="dklscope-instrument") as instrument:
             flight: _InFlight | None = None
             while True:
                 if flight is None:
+                    if self._pause_requested and not self.stop_requested:
+                        self._pause()
                     if self.done:
                         break
                     self._maybe_correct_drift()
@@ -328,11 +410,28 @@ class Campaign:
                     self.stop_reason = f"measurement {m.seq} failed: {m.error}"
                 if on_step is not None:
                     on_step(m)
-        reason = self.stop_reason or "stopped"
-        self.journal.log_event("run_stopped", reason=reason, measurements=len(self.history))
-        self._publish("stopped", reason=reason, n_measurements=len(self.history))
-        log.info("campaign stopped: %s", reason)
-        return reason
+
+    def _pause(self) -> None:
+        """Wait, asking nothing of the instrument, until `resume` or `request_stop`; journaled
+        and published. The client's heartbeats go on from their own thread, so the driver's
+        dead-man switch stays quiet. The pause counts neither towards ``budget.wall_s`` nor as
+        instrument idle time (the first request after it has ``idle_s`` None)."""
+        self._state = "paused"
+        self.journal.log_event("paused", measurements=len(self.history))
+        self._publish("paused", n_measurements=len(self.history))
+        log.info("paused after %d measurements", len(self.history))
+        self._paused_since = started = time.monotonic()
+        while self._pause_requested and not self.stop_requested:
+            time.sleep(0.05)  # polled, not an Event: request_stop may come from a signal handler
+        paused_s = time.monotonic() - started
+        self._started += paused_s
+        self._paused_since = None
+        self._last_done = None
+        self._state = "running"
+        if not self.stop_requested:
+            self.journal.log_event("resumed", paused_s=paused_s)
+            self._publish("resumed", paused_s=paused_s)
+            log.info("resumed after a pause of %.1f s", paused_s)
 
     def _require_instrument(self) -> None:
         if self.client is None:
@@ -342,7 +441,7 @@ class Campaign:
         """Whether deciding ahead is worth it: the budget allows more and nothing says stop."""
         return (
             len(self.decisions) < self.n_planned
-            and not self._stop_requested
+            and not self.stop_requested
             and self.stop_reason is None
             and not self.unavailable().all()
         )
@@ -446,6 +545,23 @@ class Campaign:
             pending=np.array(pending, dtype=np.intp),
             outputs=outputs if self._predicted else None,
         )
+
+    def checkpoint_model(self, decision: int, state: bytes) -> DKLModel:
+        """The model fitted behind ``decision``, rebuilt from its checkpoint ``state`` (the
+        journal's ``checkpoints``) without any training: the checkpoint's weights conditioned
+        on the measurements that fit saw (the first ``n_train`` successful ones). The
+        learner's own state is restored afterwards."""
+        n_train = self.decisions[decision].n_train
+        X, Y = self.training_data()
+        learner = self.learner
+        saved = learner.state_bytes(), learner.refit_iterations, learner.full_refit_every
+        try:
+            learner.load_state_bytes(state)
+            learner.refit_iterations, learner.full_refit_every = 0, 0
+            return learner.fit(X[:n_train], Y[:n_train])
+        finally:
+            learner.load_state_bytes(saved[0])
+            learner.refit_iterations, learner.full_refit_every = saved[1], saved[2]
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Refit on all measurements; the scalar's predicted mean and std at every candidate,
@@ -606,6 +722,24 @@ class Campaign:
     def _publish(self, event: str, **fields: Any) -> None:
         if self.publisher is not None:
             self.publisher.publish(event, **fields)
+
+
+def budget_left(
+    config: Config, n_planned: int, history: list[Measurement], run_s: float | None
+) -> dict[str, float | int | None]:
+    """What the budget still allows after ``history``: ``decisions`` (of the ``n_planned``,
+    those not yet measured to the end), ``dose_s`` (exposure, seconds; None: no dose budget)
+    and ``wall_s`` (seconds of this run, which has gone on for ``run_s`` seconds without its
+    pauses; None: no wall-time budget, or ``run_s`` not known)."""
+    finished = {m.decision for m in history if m.status != "retried"}
+    budget = config.budget
+    dose = None if budget.dose_s is None else budget.dose_s - sum(m.dwell_s for m in history)
+    wall = None if budget.wall_s is None or run_s is None else budget.wall_s - run_s
+    return {
+        "decisions": max(n_planned - len(finished), 0),
+        "dose_s": None if dose is None else max(dose, 0.0),
+        "wall_s": None if wall is None else max(wall, 0.0),
+    }
 
 
 def _warm_up(candidates: torch.Tensor) -> None:

@@ -1,7 +1,8 @@
 """The ``dklscope`` command.
 
 Exit codes: 0 done; 1 the instrument failed (what was measured is in the journal); 2 bad
-command line or config; 130 interrupted (what was measured is in the journal).
+command line or config; 130 interrupted by Ctrl-C or stopped over the control socket (what was
+measured is in the journal; ``--resume`` goes on).
 """
 
 from __future__ import annotations
@@ -74,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: go on although CONFIG differs from the journal's (journaled)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    run.add_argument(
+        "--secret-key",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "turn on CURVE for the controller's own sockets (runner.publish, runner.control): "
+            "its NAME.key_secret (from 'dklscope keys')"
+        ),
+    )
+    run.add_argument(
+        "--allow",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --secret-key: a client's public NAME.key, or a folder of them (repeatable)",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -249,6 +267,16 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.force and args.resume is None:
         return _usage_error("--force goes with --resume")
+    keys = None
+    if args.secret_key is not None:
+        if config.runner.publish is None and config.runner.control is None:
+            return _usage_error("--secret-key: the config sets neither runner.publish nor control")
+        try:
+            keys = _server_keys(args.secret_key, args.allow)
+        except ValueError as exc:
+            return _usage_error(f"--secret-key/--allow: {exc}")
+    elif args.allow:
+        return _usage_error("--allow goes with --secret-key")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -256,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # Heavy imports (torch) only once the config is known to be good.
     from .campaign import Campaign, CampaignError, check_config_against
+    from .control import ControlServer
     from .drivers import InstrumentError, InstrumentTimeout, MicroscopeClient, ProtocolError
     from .drivers.nion_swift.usim import UsimError
     from .instruments import build_sample, instrument_address
@@ -275,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     connection = instrument_address(config, sample)
     try:
         publish = config.runner.publish
-        publisher = ProgressPublisher(publish) if publish else contextlib.nullcontext()
+        publisher = ProgressPublisher(publish, keys=keys) if publish else contextlib.nullcontext()
     except ValueError as exc:
         return _usage_error(f"runner.publish: {exc}")
     t0 = time.perf_counter()
@@ -306,7 +335,16 @@ def _run(args: argparse.Namespace) -> int:
                     embedding_path=out / EMBEDDING_NAME,
                     publisher=events,
                 )
-                status = _run_to_end(campaign, show_progress=not args.no_progress)
+                try:
+                    control = (
+                        ControlServer(campaign, config.runner.control, keys=keys)
+                        if config.runner.control
+                        else contextlib.nullcontext()
+                    )
+                except ValueError as exc:
+                    return _usage_error(f"runner.control: {exc}")
+                with control:
+                    status = _run_to_end(campaign, show_progress=not args.no_progress)
                 if campaign.history:
                     _write_results(campaign, out, sample, time.perf_counter() - t0)
         except (InstrumentError, InstrumentTimeout, ProtocolError, CampaignError) as exc:
@@ -370,11 +408,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     keys = None
     if args.secret_key is not None:
-        from .drivers.security import ServerKeys
-
         try:
-            keys = ServerKeys.from_files(args.secret_key, args.allow)
-        except (OSError, ValueError) as exc:
+            keys = _server_keys(args.secret_key, args.allow)
+        except ValueError as exc:
             return _usage_error(f"--secret-key/--allow: {exc}")
     if config.instrument.nion_usim is not None:
         return _serve_nion_usim(config, args.bind, keys)
@@ -419,6 +455,17 @@ def _serve_nion_usim(config: Config, bind: str, keys: ServerKeys | None) -> int:
     except KeyboardInterrupt:
         log.info("stopped")
     return 0
+
+
+def _server_keys(secret_key: Path, allow: list[Path]) -> ServerKeys:
+    """`ServerKeys` from a secret key file and the allowed clients' public keys; ValueError
+    naming the file that cannot be read."""
+    from .drivers.security import ServerKeys
+
+    try:
+        return ServerKeys.from_files(secret_key, allow)
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -494,7 +541,7 @@ def _run_to_end(campaign: Campaign, *, show_progress: bool) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
-    if reason == "interrupted":
+    if campaign.stop_requested:  # Ctrl-C, or a stop over the control socket
         return 130
     if reason.startswith("measurement"):  # runner.on_failure: stop
         return 1

@@ -177,6 +177,7 @@ class RunnerConfig:
     checkpoint_every: int = 10  # keep the model's state every this many decisions (the newest
     #                             is always kept, for --resume)
     publish: str | None = None  # tcp://host:port to publish progress events on (ZeroMQ PUB)
+    control: str | None = None  # tcp://host:port to take pause/resume/stop requests on
 
     def __post_init__(self) -> None:
         _check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
@@ -186,11 +187,12 @@ class RunnerConfig:
             "checkpoint_every",
             f"must be >= 0, got {self.checkpoint_every}",
         )
-        if self.publish is not None:
+        for key in ("publish", "control"):
+            address = getattr(self, key)
             _check(
-                _ADDRESS.fullmatch(self.publish) is not None,
-                "publish",
-                f"must look like tcp://host:port, got {self.publish!r}",
+                address is None or _ADDRESS.fullmatch(address) is not None,
+                key,
+                f"must look like tcp://host:port, got {address!r}",
             )
 
 

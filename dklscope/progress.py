@@ -4,7 +4,8 @@ A notebook or a dashboard subscribes to the address given as ``runner.publish`` 
 lists the events and their fields). Each event is two frames: the topic ``b"dklscope"`` and one
 UTF-8 JSON object with ``event`` (its kind), ``t`` (Unix seconds) and the event's fields;
 non-finite numbers are sent as ``null``. PUB never blocks the campaign: a slow or absent
-subscriber only misses events (the journal has them all).
+subscriber only misses events (the journal has them all). With ``keys`` the socket uses CURVE
+and admits only the listed subscribers, as a driver server's sockets do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from .drivers.security import ServerKeys, secure_server_socket, start_authenticator
 from .jsonsafe import json_safe
 
 TOPIC = b"dklscope"
@@ -23,10 +25,13 @@ TOPIC = b"dklscope"
 class ProgressPublisher:
     """Binds a PUB socket at ``address`` (``tcp://host:port``; port 0 picks a free one)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, keys: ServerKeys | None = None) -> None:
         self._context = zmq.Context()
+        self._auth = start_authenticator(self._context, keys) if keys is not None else None
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            secure_server_socket(self._socket, keys)
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
@@ -44,6 +49,8 @@ class ProgressPublisher:
 
     def close(self) -> None:
         self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()
         self._context.term()
 
     def __enter__(self) -> ProgressPublisher:

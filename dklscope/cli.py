@@ -157,6 +157,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", type=Path, help="the campaign's output folder")
     report.add_argument("--out", type=Path, metavar="FOLDER", help="write there (default: DIR)")
+    view = commands.add_parser(
+        "view",
+        help="follow a campaign in the browser",
+        description=(
+            "Serve a web page that follows the campaign recorded in DIR live (its journal, "
+            "read without ever holding the campaign up, woken by its progress events) or opens "
+            "a finished one; or, given an events address (runner.publish), follows those "
+            "events alone. The page listens on loopback unless --bind says otherwise. It is "
+            "read-only unless --controls adds Pause, Resume and Stop buttons, which talk to "
+            "the campaign's control socket (runner.control)."
+        ),
+    )
+    view.add_argument(
+        "target",
+        metavar="DIR_OR_EVENTS_ADDRESS",
+        help="a campaign's output folder, or its progress events, e.g. tcp://host:5600",
+    )
+    view.add_argument("--port", type=int, default=5006, help="the page's port (default 5006)")
+    view.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="where the page listens (default %(default)s: this machine only; 0.0.0.0: every "
+        "interface, for colleagues; read-only pages only)",
+    )
+    view.add_argument(
+        "--controls",
+        action="store_true",
+        help="show Pause, Resume and Stop buttons (on a loopback page only)",
+    )
+    view.add_argument(
+        "--control",
+        metavar="ADDRESS",
+        help="the control socket, with an events address (a folder's journal names its own)",
+    )
+    view.add_argument(
+        "--server-key", type=Path, metavar="FILE", help="the controller's NAME.key (CURVE)"
+    )
+    view.add_argument(
+        "--client-key", type=Path, metavar="FILE", help="this viewer's NAME.key_secret (CURVE)"
+    )
     export = commands.add_parser(
         "export",
         help="a campaign's data as HDF5 or npz",
@@ -220,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sample_show(args)
         if args.command in ("report", "export"):
             return _report(args)
+        if args.command == "view":
+            return _view(args)
         if args.command == "keys":
             return _keys(args)
         if args.command == "conformance":
@@ -585,6 +628,73 @@ def _report(args: argparse.Namespace) -> int:
 
         path = args.file or args.dir / f"campaign.{args.to}"
         log.info("wrote %s", export_campaign(campaign, path, args.to))
+    return 0
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _view(args: argparse.Namespace) -> int:
+    """``dklscope view``: the live view (dklscope/view.py) until Ctrl-C."""
+    from .campaign import CampaignError
+    from .control import ControlClient
+    from .drivers.security import ClientKeys
+    from .journal import JournalError
+
+    events_address = args.target if "://" in args.target else None
+    if args.controls and args.bind not in LOOPBACK:
+        return _usage_error(
+            f"--controls with --bind {args.bind}: anyone who reaches the page could stop the "
+            "campaign; serve controls on loopback (reach it over ssh -L) and a read-only page "
+            "elsewhere"
+        )
+    if args.control is not None and events_address is None:
+        return _usage_error("--control goes with an events address (a folder's journal names it)")
+    if args.control is not None and not args.controls:
+        return _usage_error("--control goes with --controls")
+    if (args.server_key is None) != (args.client_key is None):
+        return _usage_error("--server-key and --client-key go together")
+    keys = None
+    if args.server_key is not None:
+        try:
+            keys = ClientKeys.from_files(args.client_key, args.server_key)
+        except (OSError, ValueError) as exc:
+            return _usage_error(f"--server-key/--client-key: {exc}")
+    if not 0 <= args.port <= 65535:
+        return _usage_error(f"--port: must be 0-65535, got {args.port}")
+    control = ControlClient(keys=keys) if args.controls else None
+    try:
+        if events_address is not None:
+            from .live import EventFollower
+
+            follower: Any = EventFollower(
+                events_address, control=control, control_address=args.control, events_keys=keys
+            )
+        else:
+            from .live import JournalFollower
+
+            if not Path(args.target).is_dir():
+                return _usage_error(f"{args.target}: no such folder")
+            follower = JournalFollower(args.target, control=control, events_keys=keys)
+    except (CampaignError, JournalError, sqlite3.DatabaseError) as exc:
+        return _usage_error(str(exc))
+    except Exception as exc:  # a malformed address: zmq says why
+        import zmq
+
+        if isinstance(exc, zmq.ZMQError):
+            return _usage_error(f"{args.target}: {exc}")
+        raise
+    from .view import serve
+
+    follower.start()
+    try:
+        serve(follower.live, host=args.bind, port=args.port, control=control)
+    except OSError as exc:
+        return _usage_error(f"--bind {args.bind} --port {args.port}: {exc.strerror or exc}")
+    finally:
+        follower.close()
+        if control is not None:
+            control.close()
     return 0
 
 

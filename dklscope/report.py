@@ -269,18 +269,25 @@ def visits_figure(campaign: Campaign) -> Figure:
     return fig
 
 
+def grid_extent(campaign: Campaign) -> tuple[float, float, float, float]:
+    """``(left, right, bottom, top)`` in overview pixels of the candidate grid drawn as an
+    image of ``patches.grid_shape``, one cell per candidate centred on its position (bottom
+    is the last row: the image's origin is the top left, as the overview's)."""
+    p = campaign.patches
+    step = campaign.config.patches.stride
+    return (
+        float(p.cols.min() - step / 2),
+        float(p.cols.max() + step / 2),
+        float(p.rows.max() + step / 2),
+        float(p.rows.min() - step / 2),
+    )
+
+
 def prediction_figure(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> Figure:
     """Predicted mean and standard deviation of the scalar at every candidate, each (N,), as
     maps on the candidate grid, with the measured points."""
     p = campaign.patches
-    rows, cols = p.rows.reshape(p.grid_shape), p.cols.reshape(p.grid_shape)
-    step = campaign.config.patches.stride
-    extent = (
-        cols.min() - step / 2,
-        cols.max() + step / 2,
-        rows.max() + step / 2,
-        rows.min() - step / 2,
-    )
+    extent = grid_extent(campaign)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     ok = [m for m in campaign.history if m.ok]
     xs = [m.x for m in ok]

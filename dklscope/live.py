@@ -355,7 +355,11 @@ class JournalFollower(_Follower):
         self._update_budget()
         live.changed()  # the measurements first: the maps take longer
         if checkpoint is not None:
-            self._predict(*checkpoint)
+            try:
+                self._predict(*checkpoint)
+            except Exception as exc:  # the page goes on without these maps
+                log.warning("no maps for decision %d: %s", checkpoint[0], exc)
+                self._checkpoint = checkpoint[0]
             live.changed()
 
     def _take_event(self, event: dict[str, Any]) -> None:

@@ -400,6 +400,9 @@ class _Page:
         )
         self.timeline_fig.y_range.start = 0
 
+        if live.source == "events":  # nothing to draw there: the events carry none of it
+            for fig in (self.spectrum_fig, self.maps["mean"][0], self.maps["std"][0]):
+                fig.visible = False
         self.note = Div(text="", name="note", width=1200)
         self.doc.title = f"dklscope · {live.title}"
         colour_by = row(Div(text=f'<span style="{NOTE}">colour points by</span>'), self.colour_by)

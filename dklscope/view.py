@@ -746,6 +746,11 @@ class _Page:
             )
         elif state == "waiting":
             notes.append(f"Waiting for a campaign to begin in {html.escape(live.title)}…")
+        if self.buttons and not has_control and state not in ("stopped", "error", "waiting"):
+            notes.append(
+                "The buttons need the campaign's control socket: set runner.control in its "
+                "config (with an events address, give --control)."
+            )
         if live.prediction is None and source == "journal" and state != "waiting":
             notes.append("The predicted maps appear with the model's first checkpoint.")
         self.note.text = "".join(f'<p style="{NOTE}">{n}</p>' for n in notes)

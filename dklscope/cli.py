@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         "interface, for colleagues; read-only pages only)",
     )
     view.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between a page's updates (default 1; each costs the browser a redraw)",
+    )
+    view.add_argument(
         "--controls",
         action="store_true",
         help="show Pause, Resume and Stop buttons (on a loopback page only)",
@@ -662,6 +669,8 @@ def _view(args: argparse.Namespace) -> int:
             keys = ClientKeys.from_files(args.client_key, args.server_key)
         except (OSError, ValueError) as exc:
             return _usage_error(f"--server-key/--client-key: {exc}")
+    if not 0.1 <= args.refresh <= 60:
+        return _usage_error(f"--refresh: must be 0.1-60 s, got {args.refresh:g}")
     if not 0 <= args.port <= 65535:
         return _usage_error(f"--port: must be 0-65535, got {args.port}")
     control = ControlClient(keys=keys) if args.controls else None
@@ -691,7 +700,9 @@ def _view(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     follower.start()
     try:
-        serve(follower.live, host=args.bind, port=args.port, control=control)
+        serve(
+            follower.live, host=args.bind, port=args.port, control=control, refresh_s=args.refresh
+        )
     except OSError as exc:
         return _usage_error(f"--bind {args.bind} --port {args.port}: {exc.strerror or exc}")
     finally:

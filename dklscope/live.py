@@ -28,7 +28,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +65,8 @@ class Prediction:
 @dataclasses.dataclass
 class LiveCampaign:
     """The campaign as far as a follower knows it. Followers change it under ``lock`` and
-    then call `changed`; readers take ``lock`` to copy what they need.
+    then call `changed`; readers take ``lock`` to copy what they need, and look at
+    ``version`` to know whether anything changed.
 
     ``state``: ``waiting`` (no campaign journaled yet), ``running``, ``pausing``, ``paused``,
     ``resuming``, ``stopping``, ``stopped`` (``reason`` says why), ``error`` (an instrument
@@ -98,7 +98,6 @@ class LiveCampaign:
     prediction: Prediction | None = None
     version: int = 0  # counts the changes
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
-    _listeners: list[Callable[[], None]] = dataclasses.field(default_factory=list, repr=False)
 
     def set_state(self, state: str, reason: str | None = None, t: float | None = None) -> None:
         if (state, reason) != (self.state, self.reason):
@@ -109,20 +108,10 @@ class LiveCampaign:
         finished = {m.decision for m in self.measurements if m.status != "retried"}
         return [d for d in self.decisions if d.number not in finished]
 
-    def listen(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` (from the follower's thread) after each change."""
-        self._listeners.append(callback)
-
-    def unlisten(self, callback: Callable[[], None]) -> None:
-        if callback in self._listeners:
-            self._listeners.remove(callback)
-
     def changed(self) -> None:
-        """Count a change and tell the listeners (call without holding ``lock``)."""
+        """Count a change (call without holding ``lock``)."""
         with self.lock:
             self.version += 1
-        for callback in list(self._listeners):
-            callback()
 
 
 class _Subscriber:

@@ -2,8 +2,9 @@
 
 `serve` runs a Bokeh server (tornado) on one port; every browser that opens the page gets its
 own document, filled from one shared `LiveCampaign` that a follower (`dklscope.live`) keeps
-current. A follower's change schedules a refresh of each open document, which streams only
-what is new (`ColumnDataSource.stream`), so a page keeps up with thousands of measurements.
+current. Each document looks for a change every `REFRESH_S` and streams only what is new
+(`ColumnDataSource.stream`), so a page keeps up with thousands of measurements and the browser
+redraws a few times a second at most, however fast the campaign measures.
 
 Bokeh (``bokeh serve``'s server, embedded) was chosen because its server and its JavaScript,
 BokehJS, ship inside the Python wheel: the page loads everything from this server, nothing from
@@ -54,7 +55,6 @@ from bokeh.palettes import Greys256, Inferno256, Magma256, Viridis256
 from bokeh.plotting import figure
 from bokeh.server.server import Server
 from bokeh.transform import factor_cmap
-from tornado.ioloop import IOLoop
 
 from .control import ControlClient, ControlError
 from .live import LiveCampaign
@@ -63,6 +63,10 @@ from .report import idle_fraction
 log = logging.getLogger(__name__)
 
 MAP_SIZE = 340  # pixels of the overview and map frames' longer side
+# How often a page looks for news, by default. Each refresh costs the browser a redraw of the
+# plots that changed: a headless Chromium drawing in software took about 0.27 s of CPU per
+# refresh, so a page refreshed every second takes about a quarter of a core.
+REFRESH_S = 1.0
 PLOT_WIDTH, PLOT_HEIGHT = 440, 260
 
 STATE_COLOURS = {
@@ -109,11 +113,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 5006,
     control: ControlClient | None = None,
+    refresh_s: float = REFRESH_S,
     on_start: Any = None,
 ) -> None:
     """Serve the page for ``live`` at ``http://host:port/`` until interrupted (Ctrl-C).
 
-    ``control``: send the buttons' requests with it; None: a read-only page. On loopback only
+    ``control``: send the buttons' requests with it; None: a read-only page. ``refresh_s``:
+    how often each page looks for news. On loopback only
     pages from this machine's own addresses may connect their websocket; elsewhere any origin
     (read-only pages only: the command line refuses controls off loopback). ``on_start(url)``
     is called once the server listens.
@@ -121,7 +127,7 @@ def serve(
     executor = ThreadPoolExecutor(2, thread_name_prefix="dklscope-view-control")
 
     def make_document(doc: Document) -> None:
-        _Page(doc, live, control, executor)
+        _Page(doc, live, control, executor, refresh_s)
 
     loopback = host in ("127.0.0.1", "localhost", "::1")
     origins = [f"127.0.0.1:{port}", f"localhost:{port}"] if loopback else ["*"]
@@ -205,6 +211,7 @@ class _Page:
         live: LiveCampaign,
         control: ControlClient | None,
         executor: ThreadPoolExecutor,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self.doc, self.live, self.control, self.executor = doc, live, control, executor
         self.n_measurements = 0  # measurements streamed so far
@@ -212,14 +219,22 @@ class _Page:
         self.prediction_decision: int | None = None
         self.has_overview = False
         self.version = -1
-        self.scheduled = False
         self.message = ""  # the last control reply or error
-        self.io_loop = IOLoop.current()  # the server's: documents are made on its thread
         self._build()
         self.refresh()
-        live.listen(self._schedule)
-        doc.on_session_destroyed(lambda context: live.unlisten(self._schedule))
-        doc.add_periodic_callback(self._tick, 1000)  # clocks: time since the last activity
+        doc.add_periodic_callback(self.refresh, round(1000 * refresh_s))  # news in `live`
+        doc.add_periodic_callback(
+            lambda: self._held(self._header), 1000
+        )  # clocks: time since the last activity
+
+    def _held(self, update: Any) -> None:
+        """Run ``update`` with the document's changes sent as one message, which the browser
+        lays out and draws once (each change on its own costs a layout and a redraw)."""
+        self.doc.hold("combine")
+        try:
+            update()
+        finally:
+            self.doc.unhold()
 
     # -- building -----------------------------------------------------------------------------
 
@@ -227,7 +242,8 @@ class _Page:
         live = self.live
         self.title = Div(text=self._title_html(live), name="title")
         self.cards = {
-            name: Div(text=_card(name, "-"), styles=CARD_STYLE, name=name, width=230)
+            # Fixed sizes: a new text then costs the browser no new layout of the page.
+            name: Div(text=_card(name, "-"), styles=CARD_STYLE, name=name, width=250, height=96)
             for name in ("state", "budget", "best", "latency")
         }
         if self.control is not None:
@@ -243,7 +259,7 @@ class _Page:
             }
             for command, button in self.buttons.items():
                 button.on_click(lambda command=command: self._send(command))
-            self.control_note = Div(text="", name="control_note", width=440)
+            self.control_note = Div(text="", name="control_note", width=440, height=40)
             controls: Any = column(row(*self.buttons.values()), self.control_note)
         else:
             self.buttons = {}
@@ -403,7 +419,7 @@ class _Page:
         if live.source == "events":  # nothing to draw there: the events carry none of it
             for fig in (self.spectrum_fig, self.maps["mean"][0], self.maps["std"][0]):
                 fig.visible = False
-        self.note = Div(text="", name="note", width=1200)
+        self.note = Div(text="", name="note", width=1200, height=60)
         self.doc.title = f"dklscope · {live.title}"
         colour_by = row(Div(text=f'<span style="{NOTE}">colour points by</span>'), self.colour_by)
         self.doc.add_root(
@@ -489,24 +505,11 @@ class _Page:
 
     # -- refreshing ---------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        """From the follower's thread: refresh this document on the server's event loop
-        (`IOLoop.add_callback` is the one call that is safe from another thread)."""
-        if not self.scheduled:
-            self.scheduled = True
-            self.io_loop.add_callback(self._refresh_soon)
-
-    def _refresh_soon(self) -> None:
-        try:
-            self.doc.add_next_tick_callback(self.refresh)
-        except Exception:  # the session is gone
-            self.scheduled = False
-
-    def _tick(self) -> None:
-        self._header()
-
     def refresh(self) -> None:
-        self.scheduled = False
+        """Show what is new in ``live``, if anything."""
+        self._held(self._refresh)
+
+    def _refresh(self) -> None:
         live = self.live
         with live.lock:
             version = live.version
@@ -522,11 +525,13 @@ class _Page:
             self._show_overview(overview)
         if new:
             self._stream(new, history)
-        self.next_points.data = {
-            "x": [d.x for d in pending],
-            "y": [d.y for d in pending],
-            "number": [d.number for d in pending],
-        }
+        upcoming = [d.number for d in pending]
+        if upcoming != self.next_points.data["number"]:  # unchanged: nothing to redraw
+            self.next_points.data = {
+                "x": [d.x for d in pending],
+                "y": [d.y for d in pending],
+                "number": upcoming,
+            }
         if prediction is not None and prediction.decision != self.prediction_decision:
             self._show_prediction(prediction)
         self._header()
@@ -610,7 +615,8 @@ class _Page:
             }
         )
         n = max(live.n_planned or 0, history[-1].seq + 1)
-        self.order_mapper.high = max(n - 1, 1)
+        if self.order_mapper.high < n - 1:  # the budget's range, changed only when exceeded
+            self.order_mapper.high = n - 1
         if scored:
             values = [m.scalar for m in scored]
             self.value_mapper.low, self.value_mapper.high = min(values), max(values)

@@ -547,18 +547,16 @@ class Campaign:
         )
 
     def checkpoint_model(self, decision: int, state: bytes) -> DKLModel:
-        """The model fitted behind ``decision``, rebuilt from its checkpoint ``state`` (the
-        journal's ``checkpoints``) without any training: the checkpoint's weights conditioned
-        on the measurements that fit saw (the first ``n_train`` successful ones). The
-        learner's own state is restored afterwards."""
-        n_train = self.decisions[decision].n_train
-        X, Y = self.training_data()
+        """The scalar's model fitted behind ``decision``, rebuilt from its checkpoint
+        ``state`` (the journal's ``checkpoints``) without any training: the checkpoint's
+        weights conditioned on the measurements that fit saw (the first ``n_train``
+        successful ones). The learner's own state is restored afterwards."""
         learner = self.learner
         saved = learner.state_bytes(), learner.refit_iterations, learner.full_refit_every
         try:
             learner.load_state_bytes(state)
             learner.refit_iterations, learner.full_refit_every = 0, 0
-            return learner.fit(X[:n_train], Y[:n_train])
+            return self.fit_outputs(self.decisions[decision].n_train)["scalar"]
         finally:
             learner.load_state_bytes(saved[0])
             learner.refit_iterations, learner.full_refit_every = saved[1], saved[2]
@@ -585,12 +583,12 @@ class Campaign:
             for name in self.output_names
         }
 
-    def fit_outputs(self) -> dict[str, DKLModel]:
-        """Fit the learner to every successful measurement (`training_data`); the model of
-        each output with at least 2 finite values, by name, the scalar's first. `model` is
-        then the model of them all."""
+    def fit_outputs(self, n: int | None = None) -> dict[str, DKLModel]:
+        """Fit the learner to every successful measurement (`training_data`), or to the first
+        ``n``; the model of each output with at least 2 finite values, by name, the scalar's
+        first. `model` is then the model of them all."""
         X, Y = self.training_data()
-        Y = Y.reshape(len(X), -1)
+        X, Y = X[:n], Y.reshape(len(X), -1)[:n]
         fitted = [j for j, column in enumerate(Y.T) if int(torch.isfinite(column).sum()) >= 2]
         fitted = fitted if 0 in fitted else [0]  # the scalar's, or the learner says why not
         self.model = self.learner.fit(X, Y[:, fitted])

@@ -84,9 +84,11 @@ def export_campaign(
     if fmt not in ("h5", "npz"):
         raise ValueError(f"fmt must be 'h5' or 'npz', got {fmt!r}")
     path = Path(path)
-    if prediction is None and _n_scored(campaign) >= 2:
-        prediction = campaign.predict()
-    items = campaign_items(campaign, prediction)
+    maps = {"scalar": prediction} if prediction is not None else None
+    if maps is None and _n_scored(campaign) >= 2:
+        maps = campaign.predict_outputs() if campaign.config.predict else None
+        maps = maps or {"scalar": campaign.predict()}
+    items = campaign_items(campaign, maps)
     metadata = campaign_metadata(campaign)
     if fmt == "h5":
         _write_h5(path, items, metadata)
@@ -113,13 +115,15 @@ def campaign_metadata(campaign: Campaign) -> dict[str, str]:
 
 
 def campaign_items(
-    campaign: Campaign, prediction: tuple[np.ndarray, np.ndarray] | None
+    campaign: Campaign, maps: dict[str, tuple[np.ndarray, np.ndarray]] | None
 ) -> list[Item]:
-    """Every exported array of ``campaign`` (see ``docs/export.md``), in the order written."""
+    """Every exported array of ``campaign`` (see ``docs/export.md``), in the order written;
+    ``maps``: the predicted (mean, std) over the candidates of the scalar and of any of
+    ``config.predict``'s outputs, by name (`Campaign.predict_outputs`), or None."""
     return [
         *_overview_items(campaign),
         *_measurement_items(campaign),
-        *(_prediction_items(campaign, *prediction) if prediction is not None else []),
+        *(_prediction_items(campaign, maps) if maps is not None else []),
     ]
 
 
@@ -274,19 +278,23 @@ def _measurement_items(campaign: Campaign) -> list[Item]:
             data_type="LINE_PLOT_FAMILY",
         ),
     ]
+    for j, (name, config) in enumerate(campaign.config.predict.items(), start=1):
+        values = np.array([campaign.outputs(m)[j] for m in history], dtype=np.float64)
+        rows.append((name, values, "a.u.", f"{name} ({config.kind})", "predicted output"))
     items += [Item(g + n, n, a, u, q, text, seq) for n, a, u, q, text in rows]
     return items
 
 
-def _prediction_items(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> list[Item]:
+def _prediction_items(
+    campaign: Campaign, maps: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> list[Item]:
     p = campaign.patches
     shape = p.grid_shape
     rows = np.asarray(p.rows, dtype=np.int64).reshape(shape)
     cols = np.asarray(p.cols, dtype=np.int64).reshape(shape)
     g = "/prediction/"
     scales = (g + "y_px", g + "x_px")
-    quantity = _scalar(campaign)
-    return [
+    items = [
         Item(
             g + "y_px",
             "prediction_y_px",
@@ -305,29 +313,32 @@ def _prediction_items(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> 
             "grid column centres",
             dimension_type="SPATIAL",
         ),
-        Item(
-            g + "mean",
-            "prediction_mean",
-            _grid(mean, shape),
-            "a.u.",
-            quantity,
-            "predicted mean of the scalar at each candidate",
-            scales,
-            data_type="IMAGE",
-        ),
-        Item(
-            g + "std",
-            "prediction_std",
-            _grid(std, shape),
-            "a.u.",
-            quantity,
-            "predicted standard deviation of the scalar at each candidate",
-            scales,
-            data_type="IMAGE",
-        ),
+    ]
+    for name, (mean, std) in maps.items():
+        # The scalar's maps at the group's top; each predicted output's in a group of its own.
+        path, key, quantity = g, "prediction_", _scalar(campaign)
+        if name != "scalar":
+            path, key = f"{g}{name}/", f"prediction_{name}_"
+            quantity = f"{name} ({campaign.config.predict[name].kind})"
+        for what, values in (("mean", mean), ("std", std)):
+            text = "mean" if what == "mean" else "standard deviation"
+            items.append(
+                Item(
+                    path + what,
+                    key + what,
+                    _grid(values, shape),
+                    "a.u.",
+                    quantity,
+                    f"predicted {text} of the {name} at each candidate",
+                    scales,
+                    data_type="IMAGE",
+                )
+            )
+    items += [
         Item(g + "rows", "prediction_rows", rows, "px", "y", "candidate centre row", scales),
         Item(g + "cols", "prediction_cols", cols, "px", "x", "candidate centre column", scales),
     ]
+    return items
 
 
 def _grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -59,8 +59,9 @@ def write_report(
 
     ``wall_s``: the run's wall time, seconds, for the summary (None: not known). ``sample``: the
     simulated sample measured, for the summary's ``ground_truth``. ``prediction``: the model's
-    (mean, std) over the candidates, each (N,), if already computed; else `Campaign.predict` is
-    called once when at least two finite scalars were measured.
+    (mean, std) of the scalar over the candidates, each (N,), if already computed; else
+    `Campaign.predict` (with ``config.predict``, `Campaign.predict_outputs`, whose maps the
+    figure adds) is called once when at least two finite scalars were measured.
 
     Returns the paths written, in the order of `REPORT_FILES`: ``prediction.png`` is left out
     when there is no prediction, ``latent.png`` when the campaign has no embedding and
@@ -69,10 +70,12 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_visits(campaign, out / "visits.png")]
-    if prediction is None and len(_scored(campaign.history)) >= 2:
-        prediction = campaign.predict()
-    if prediction is not None:
-        written.append(plot_prediction(campaign, *prediction, out / "prediction.png"))
+    maps = {"scalar": prediction} if prediction is not None else None
+    if maps is None and len(_scored(campaign.history)) >= 2:
+        maps = campaign.predict_outputs() if campaign.config.predict else None
+        maps = maps or {"scalar": campaign.predict()}
+    if maps is not None:
+        written.append(plot_prediction(campaign, maps, out / "prediction.png"))
     else:
         log.info("fewer than two finite scalars: no prediction.png")
     written.append(plot_scalars(campaign, out / "scalars.png"))
@@ -283,25 +286,31 @@ def grid_extent(campaign: Campaign) -> tuple[float, float, float, float]:
     )
 
 
-def prediction_figure(campaign: Campaign, mean: np.ndarray, std: np.ndarray) -> Figure:
-    """Predicted mean and standard deviation of the scalar at every candidate, each (N,), as
-    maps on the candidate grid, with the measured points."""
+def prediction_figure(campaign: Campaign, maps: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """Predicted mean and standard deviation at every candidate, each (N,), as maps on the
+    candidate grid with the measured points: a row for each of ``maps`` (by output name:
+    ``"scalar"``, and any of ``config.predict``'s, as `Campaign.predict_outputs` gives)."""
     p = campaign.patches
     extent = grid_extent(campaign)
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    fig = Figure(figsize=(11, 4.6 * len(maps)), layout="constrained")
     ok = [m for m in campaign.history if m.ok]
     xs = [m.x for m in ok]
     ys = [m.y for m in ok]
-    for i, (values, title, cmap) in enumerate(
-        ((mean, "predicted mean", "magma"), (std, "predicted std", "viridis"))
-    ):
-        ax = fig.add_subplot(1, 2, i + 1)
-        image = ax.imshow(np.asarray(values).reshape(p.grid_shape), extent=extent, cmap=cmap)
-        ax.scatter(xs, ys, s=8, c="cyan", edgecolors="none")
-        fig.colorbar(image, ax=ax, label=campaign.config.scalarizer.kind)
-        ax.set_title(title)
-        ax.set_xlabel("x (px)")
-        ax.set_ylabel("y (px)")
+    for row, (name, (mean, std)) in enumerate(maps.items()):
+        if name == "scalar":
+            label, what = campaign.config.scalarizer.kind, ""
+        else:
+            label, what = f"{name} ({campaign.config.predict[name].kind})", f" of {name}"
+        for i, (values, title, cmap) in enumerate(
+            ((mean, "predicted mean", "magma"), (std, "predicted std", "viridis"))
+        ):
+            ax = fig.add_subplot(len(maps), 2, 2 * row + i + 1)
+            image = ax.imshow(np.asarray(values).reshape(p.grid_shape), extent=extent, cmap=cmap)
+            ax.scatter(xs, ys, s=8, c="cyan", edgecolors="none")
+            fig.colorbar(image, ax=ax, label=label)
+            ax.set_title(title + what)
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
     return fig
 
 
@@ -446,9 +455,11 @@ def plot_visits(campaign: Campaign, path: Path) -> Path:
     return _save(visits_figure(campaign), path)
 
 
-def plot_prediction(campaign: Campaign, mean: np.ndarray, std: np.ndarray, path: Path) -> Path:
+def plot_prediction(
+    campaign: Campaign, maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path
+) -> Path:
     """Save `prediction_figure` as a PNG at ``path``; returns ``path``."""
-    return _save(prediction_figure(campaign, mean, std), path)
+    return _save(prediction_figure(campaign, maps), path)
 
 
 def plot_scalars(campaign: Campaign, path: Path) -> Path:

@@ -140,3 +140,31 @@ def test_bad_predict_sections_name_the_key(entry, fragment):
     base = PREDICTING.split("predict:")[0]
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
         parse_config(base + entry + "\n")
+
+
+@pytest.mark.slow
+def test_reports_and_exports_carry_every_output(predicting, tmp_path):
+    import h5py
+    from PIL import Image
+
+    from dklscope.export import export_campaign
+    from dklscope.report import write_report
+
+    campaign, maps, _ = predicting
+    write_report(campaign, tmp_path / "report")
+    one_row = tmp_path / "one"
+    write_report(campaign, one_row, prediction=maps["scalar"])
+    with (
+        Image.open(tmp_path / "report" / "prediction.png") as three,
+        Image.open(one_row / "prediction.png") as one,
+    ):
+        assert three.height > 2.5 * one.height  # a row of maps per output
+    export_campaign(campaign, tmp_path / "a.h5", "h5")
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        for name in ("edge", "bulk_energy"):
+            measured = [
+                campaign.outputs(m)[campaign.output_names.index(name)] for m in campaign.history
+            ]
+            np.testing.assert_array_equal(f[f"measurements/{name}"][()], measured)
+            assert f[f"prediction/{name}/mean"].shape == campaign.patches.grid_shape
+        assert "mean" in f["prediction"] and "std" in f["prediction"]

@@ -199,12 +199,14 @@ def test_every_full_refit_every_th_fit_starts_afresh():
     assert len(learner.last_losses) == 7
 
 
-def test_negative_mll_is_gpytorchs_exact_marginal_log_likelihood():
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_negative_mll_is_gpytorchs_exact_marginal_log_likelihood(kernel):
     """Value and gradients equal gpytorch's ExactMarginalLogLikelihood, the reference."""
     generator = torch.Generator().manual_seed(0)
     X = torch.randn(40, 12, dtype=torch.float64, generator=generator)
     Y = torch.randn(40, 1, dtype=torch.float64, generator=generator)
-    model = DKLModel(X, Y, mlp(12, (8,), 2).double(), kernel="matern52")
+    model = DKLModel(X, Y, mlp(12, (8,), 3).double(), kernel=kernel)
+    model.covar_module.base_kernel.lengthscale = torch.tensor([[0.7, 1.3, 2.0]])
     model.train()
     ours = negative_mll(model, model.train_inputs[0], model.train_targets)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)

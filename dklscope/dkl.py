@@ -168,7 +168,8 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
             root = torch.linalg.solve_triangular(f.L, known.T, upper=False)  # L^-1 k, r x b
             variances.append(prior - root.pow(2).sum(0))
         variance = torch.cat(variances)
-        return torch.cat(means), variance.clamp_min(1e-12 * float(self.covar_module.outputscale))
+        floor = 1e-12 * float(self.covar_module.outputscale.detach())
+        return torch.cat(means), variance.clamp_min(floor)
 
     def condition_on_pending(self, X_pending: Tensor) -> DKLModel:
         """A copy of this model that has also seen ``X_pending`` (``p x d``, points being

@@ -27,13 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .drivers.security import (
-    ClientKeys,
-    ServerKeys,
-    secure_client_socket,
-    secure_server_socket,
-    start_authenticator,
-)
+from .drivers.security import ClientKeys, ServerKeys, ServingSocket, secure_client_socket
 from .jsonsafe import json_safe
 
 if TYPE_CHECKING:
@@ -60,19 +54,15 @@ class ControlServer:
 
     def __init__(self, campaign: Campaign, address: str, *, keys: ServerKeys | None = None):
         self.campaign = campaign
-        self._context = zmq.Context()
-        self._auth = start_authenticator(self._context, keys) if keys is not None else None
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        if keys is not None:
-            secure_server_socket(self._socket, keys)
-        try:
-            self._socket.bind(address)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise ValueError(f"cannot serve control requests on {address}: {exc}") from None
-        self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._serving = ServingSocket(
+            zmq.ROUTER,
+            address,
+            what="serve control requests",
+            keys=keys,
+            max_message_bytes=MAX_REQUEST_BYTES,
+        )
+        self._socket = self._serving.socket
+        self.address = self._serving.address
         campaign.endpoints["control"] = self.address
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="dklscope-control", daemon=True)
@@ -122,10 +112,7 @@ class ControlServer:
         if hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join()
-        self._socket.close()
-        if self._auth is not None:
-            self._auth.stop()
-        self._context.term()
+        self._serving.close()
 
     def __enter__(self) -> ControlServer:
         return self

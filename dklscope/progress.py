@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from .drivers.security import ServerKeys, secure_server_socket, start_authenticator
+from .drivers.security import ServerKeys, ServingSocket
 from .jsonsafe import json_safe
 
 TOPIC = b"dklscope"
@@ -26,18 +26,9 @@ class ProgressPublisher:
     """Binds a PUB socket at ``address`` (``tcp://host:port``; port 0 picks a free one)."""
 
     def __init__(self, address: str, *, keys: ServerKeys | None = None) -> None:
-        self._context = zmq.Context()
-        self._auth = start_authenticator(self._context, keys) if keys is not None else None
-        self._socket = self._context.socket(zmq.PUB)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        if keys is not None:
-            secure_server_socket(self._socket, keys)
-        try:
-            self._socket.bind(address)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise ValueError(f"cannot publish on {address}: {exc}") from None
-        self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._serving = ServingSocket(zmq.PUB, address, what="publish", keys=keys)
+        self._socket = self._serving.socket
+        self.address = self._serving.address
 
     def publish(self, event: str, **fields: Any) -> None:
         message = {"event": event, "t": time.time(), **fields}
@@ -48,10 +39,7 @@ class ProgressPublisher:
             pass
 
     def close(self) -> None:
-        self._socket.close()
-        if self._auth is not None:
-            self._auth.stop()
-        self._context.term()
+        self._serving.close()
 
     def __enter__(self) -> ProgressPublisher:
         return self

@@ -117,6 +117,44 @@ def secure_server_socket(socket: zmq.Socket, keys: ServerKeys) -> None:
     socket.curve_server = True
 
 
+class ServingSocket:
+    """A socket of ``kind`` (``zmq.PUB``, ``zmq.ROUTER``...) in a context of its own, bound
+    at ``address`` (port 0 picks a free one: read `address`); with ``keys``, CURVE and an
+    authenticator admitting only the listed clients. Linger 0 and ``max_message_bytes`` (when
+    given) are set before binding. A failed bind is a `ValueError` naming ``what`` and the
+    address. `close` releases the socket, the authenticator and the context."""
+
+    def __init__(
+        self,
+        kind: int,
+        address: str,
+        *,
+        what: str,
+        keys: ServerKeys | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        self._context = zmq.Context()
+        self._auth = start_authenticator(self._context, keys) if keys is not None else None
+        self.socket = self._context.socket(kind)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if max_message_bytes is not None:
+            self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if keys is not None:
+            secure_server_socket(self.socket, keys)
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"cannot {what} on {address}: {exc}") from None
+        self.address: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def close(self) -> None:
+        self.socket.close()
+        if self._auth is not None:
+            self._auth.stop()
+        self._context.term()
+
+
 def secure_client_socket(socket: zmq.Socket, keys: ClientKeys) -> None:
     socket.curve_secretkey = keys.secret_key
     socket.curve_publickey = keys.public_key

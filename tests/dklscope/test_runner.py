@@ -328,10 +328,12 @@ def test_a_dose_budget_stops_before_it_would_be_exceeded():
 
 
 def test_a_wall_time_budget_stops_the_run():
+    """1 ms lets at most the first measurement start (none when the machine is slow to get
+    to it), never a second."""
     config = tiny("budget: {seed_points: 5, steps: 15, wall_s: 0.001}\npolicy: {kind: random}\n")
     with simulated_campaign(config) as (campaign, _):
         assert campaign.run() == "wall time 0.001 s spent"
-    assert len(campaign.history) == 1
+    assert len(campaign.history) <= 1
 
 
 # -- observable -------------------------------------------------------------------------------

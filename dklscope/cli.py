@@ -75,22 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: go on although CONFIG differs from the journal's (journaled)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    run.add_argument(
-        "--secret-key",
-        type=Path,
-        metavar="FILE",
-        help=(
-            "turn on CURVE for the controller's own sockets (runner.publish, runner.control): "
-            "its NAME.key_secret (from 'dklscope keys')"
-        ),
-    )
-    run.add_argument(
-        "--allow",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="with --secret-key: a client's public NAME.key, or a folder of them (repeatable)",
+    _add_server_keys(
+        run,
+        "turn on CURVE for the controller's own sockets (runner.publish, runner.control): "
+        "its NAME.key_secret (from 'dklscope keys')",
     )
 
     serve = commands.add_parser(
@@ -115,20 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="where to listen (default: %(default)s: loopback only; name other interfaces here)",
     )
-    serve.add_argument(
-        "--secret-key",
-        type=Path,
-        metavar="FILE",
-        help="turn on CURVE: the server's NAME.key_secret (from 'dklscope keys')",
-    )
-    serve.add_argument(
-        "--allow",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="with --secret-key: a client's public NAME.key, or a folder of them (repeatable)",
-    )
+    _add_server_keys(serve, "turn on CURVE: the server's NAME.key_secret (from 'dklscope keys')")
 
     sample = commands.add_parser("sample", help="look at a simulated sample")
     sample_commands = sample.add_subparsers(dest="sample_command", required=True, metavar="COMMAND")
@@ -505,6 +480,19 @@ def _serve_nion_usim(config: Config, bind: str, keys: ServerKeys | None) -> int:
     except KeyboardInterrupt:
         log.info("stopped")
     return 0
+
+
+def _add_server_keys(parser: argparse.ArgumentParser, secret_help: str) -> None:
+    """--secret-key and --allow: a server's CURVE key and the clients it lets in."""
+    parser.add_argument("--secret-key", type=Path, metavar="FILE", help=secret_help)
+    parser.add_argument(
+        "--allow",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --secret-key: a client's public NAME.key, or a folder of them (repeatable)",
+    )
 
 
 def _server_keys(secret_key: Path, allow: list[Path]) -> ServerKeys:

@@ -125,12 +125,15 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
 
         For ``q = 1`` (the analytic acquisition functions, and `posterior_mean_std`) the
         ``batch`` points are independent marginals, computed by `marginals` without any
-        covariance between candidates. Other shapes take BoTorch's general path.
+        covariance between candidates. Other shapes, and inputs that need gradients (an
+        acquisition function optimised over ``X``), take BoTorch's general path.
         """
-        if X.shape[-2] != 1 or observation_noise is not False:
+        general = X.shape[-2] != 1 or observation_noise is not False
+        if general or (X.requires_grad and torch.is_grad_enabled()):
             with gpytorch.settings.max_cholesky_size(MAX_CHOLESKY):
                 return super().posterior(X, observation_noise, posterior_transform, **kwargs)
-        mean, variance = self.marginals(X.reshape(-1, X.shape[-1]))
+        with torch.no_grad():
+            mean, variance = self.marginals(X.reshape(-1, X.shape[-1]))
         batch = X.shape[:-1]
         independent = MultivariateNormal(
             mean.reshape(batch), DiagLinearOperator(variance.reshape(batch))
@@ -152,7 +155,7 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         group's sum. Knowing less can only overstate the variance (by a few percent on compact
         groups), and it costs ``b (n + r^2)``. The training-side factors are computed once
         per trained model; the candidates go through in chunks of about `CHUNK_ELEMENTS`
-        cross-covariances.
+        cross-covariances, computed in place: call it under ``torch.no_grad()``.
         """
         self.eval()
         if self._marginal_cache is None:
@@ -415,7 +418,8 @@ def _subset(
 
 
 class DKLLearner:
-    """Fits a `DKLModel` to the data seen so far, each fit warm-started from the last.
+    """Fits a `DKLModel` (a `ModelListGP` of them for several outputs) to the data seen so
+    far, each fit warm-started from the last.
 
     The network is ``network`` when given (a trained encoder mapping ``... x in_dim`` to
     features, or ``nn.Identity()`` for a GP on fixed features; ``freeze_network`` keeps its

@@ -314,3 +314,19 @@ def test_each_output_learns_from_its_finite_values_only():
         learner.fit(X, Y)
     learner.fit(X, Y[:, 0])  # one output after two: afresh
     assert len(learner.last_losses) == learner.first_fit_iterations
+
+
+def test_the_posterior_is_differentiable_in_its_inputs():
+    """An acquisition function optimised over X (BoTorch's optimize_acqf) needs gradients:
+    those inputs take gpytorch's path, with the same values as the fast one."""
+    from botorch.acquisition import UpperConfidenceBound
+
+    X, y = data(30, seed=26)
+    model = DKLLearner(6, seed=0, first_fit_iterations=20).fit(X, y)
+    x = data(4, seed=27)[0].unsqueeze(-2).requires_grad_(True)  # 4 x 1 x 6
+    value = UpperConfidenceBound(model, beta=4.0)(x)
+    value.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        fast = UpperConfidenceBound(model, beta=4.0)(x.detach())
+    torch.testing.assert_close(value.detach(), fast, rtol=1e-6, atol=1e-8)

@@ -239,8 +239,8 @@ class Campaign:
         each of ``config.predict``'s scalarizers on its spectrum (NaN where it failed)."""
         if m.seq not in self._outputs:
             values = [m.scalar]
-            for scalarizer in self._predicted:
-                values.append(float(scalarizer(m.spectrum, self.axis)) if m.ok else math.nan)
+            for name, scalarizer in zip(self.output_names[1:], self._predicted, strict=True):
+                values.append(_predicted_value(name, scalarizer, m, self.axis))
             self._outputs[m.seq] = np.array(values, dtype=np.float64)
         return self._outputs[m.seq]
 
@@ -359,8 +359,10 @@ class Campaign:
         """Measure until a stop criterion is met; returns why it stopped. ``on_step`` sees each
         journaled attempt. With ``runner.pipeline`` the next point is chosen while the
         instrument measures (see the module's documentation). `request_pause` and
-        `request_stop` (from another thread) act between measurements. An instrument failure
-        is journaled (``run_stopped`` with ``error``) and raised."""
+        `request_stop` (from another thread) act between measurements: before a move, never
+        during one. Whatever ends the run, a ``run_stopped`` event is journaled; an exception
+        (an instrument failure, a model that cannot be fitted...) is journaled with ``error``
+        and raised again."""
         self._require_instrument()
         self._started, self._last_done = time.monotonic(), None
         self.stop_reason, self._stop_requested = None, None
@@ -369,7 +371,10 @@ class Campaign:
         self.journal.log_event("run_started", measurements=len(self.history), **self.endpoints)
         try:
             self._run_loop(on_step)
-        except (InstrumentError, InstrumentTimeout, ProtocolError, CampaignError) as exc:
+        except KeyboardInterrupt:  # a second Ctrl-C: the measurement under way abandoned
+            self._stopped("interrupted")
+            raise
+        except BaseException as exc:
             self._stopped(f"error: {exc}", error=True)
             raise
         reason = self.stop_reason or "stopped"
@@ -388,24 +393,31 @@ class Campaign:
     def _run_loop(self, on_step: Callable[[Measurement], None] | None) -> None:
         with ThreadPoolExecutor(1, thread_name_prefix="dklscope-instrument") as instrument:
             flight: _InFlight | None = None
+            retry: tuple[DecisionRecord, int] | None = None  # measure again: (decision, attempt)
             while True:
                 if flight is None:
                     if self._pause_requested and not self.stop_requested:
                         self._pause()
-                    if self.done:
-                        break
-                    self._maybe_correct_drift()
-                    if not self._queue:
-                        self._decide(in_flight=None)
+                    if retry is not None and not self.stop_requested:
+                        flight = self._submit(*retry, instrument)
+                    else:
                         if self.done:
                             break
-                    flight = self._submit(self._queue.pop(0), 0, instrument)
+                        self._maybe_correct_drift()
+                        if not self._queue:
+                            self._decide(in_flight=None)
+                            if self.done:
+                                break
+                            if self._pause_requested or self.stop_requested:
+                                continue  # decided while asked to wait: measured afterwards
+                        flight = self._submit(self._queue.pop(0), 0, instrument)
+                    retry = None
                 if self.config.runner.pipeline and not self._queue and self._may_decide():
                     self._decide(in_flight=flight.decision)
                 m = self._finish(flight)
                 flight = None
                 if m.status == "retried":
-                    flight = self._submit(self.decisions[m.decision], m.attempt + 1, instrument)
+                    retry = (self.decisions[m.decision], m.attempt + 1)
                 elif m.status == "failed" and self.config.runner.on_failure == "stop":
                     self.stop_reason = f"measurement {m.seq} failed: {m.error}"
                 if on_step is not None:
@@ -749,6 +761,18 @@ def _warm_up(candidates: torch.Tensor) -> None:
     Y = torch.randn(len(X), dtype=X.dtype, generator=torch.Generator().manual_seed(0))
     posterior_mean_std(DKLLearner(X.shape[1], first_fit_iterations=2).fit(X, Y), X)
     log.debug("model code warmed up in %.2f s", time.perf_counter() - started)
+
+
+def _predicted_value(name: str, scalarizer: Scalarizer, m: Measurement, axis: np.ndarray) -> float:
+    """``scalarizer`` on ``m``'s spectrum; NaN (with a warning) where it fails: a secondary
+    output never stops a campaign."""
+    if not m.ok:
+        return math.nan
+    try:
+        return float(scalarizer(m.spectrum, axis))
+    except Exception as exc:  # a user's function, or a spectrum it cannot read
+        log.warning("predict.%s failed on measurement %d (%s): NaN", name, m.seq, exc)
+        return math.nan
 
 
 def _or_none(value: float) -> float | None:

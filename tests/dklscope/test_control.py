@@ -183,3 +183,50 @@ def test_dklscope_run_refuses_keys_without_a_socket_to_secure(tmp_path, capsys):
     assert "neither runner.publish nor control" in capsys.readouterr().err
     assert main(["run", str(config_path), "--out", str(tmp_path / "r"), "--allow", key]) == 2
     assert "--allow goes with --secret-key" in capsys.readouterr().err
+
+
+class PausesWhileChoosing:
+    """A policy during whose choice the operator presses Pause: the point it chooses is
+    journaled, but not measured until the run goes on."""
+
+    needs_model = False
+
+    def __init__(self) -> None:
+        self.campaign = None
+        self.calls = 0
+
+    def choose(self, state):
+        self.calls += 1
+        if self.calls == 2:
+            self.campaign.request_pause()
+            threading.Timer(0.3, self.campaign.request_stop).start()
+        return [int((~state.measured).nonzero()[0][0])]
+
+
+def test_a_pause_asked_for_during_a_decision_comes_before_its_move():
+    config = parse_config(TINY + "runner: {pipeline: false}\n")
+    policy = PausesWhileChoosing()
+    with simulated_campaign(config, policy=policy) as (campaign, _):
+        policy.campaign = campaign
+        assert campaign.run() == "interrupted"
+        seeds = config.budget.seed_points
+        assert len(campaign.history) == seeds + 1  # the first policy point, then the pause
+        assert len(campaign.decisions) == seeds + 2  # the second decided, not measured
+        kinds = [e["kind"] for e in campaign.journal.events()]
+        assert kinds == ["run_started", "paused", "run_stopped"]
+
+
+class Fails:
+    needs_model = False
+
+    def choose(self, state):
+        raise RuntimeError("a bug in a policy")
+
+
+def test_any_error_that_ends_a_run_is_journaled_and_raised():
+    with simulated_campaign(parse_config(TINY), policy=Fails()) as (campaign, _):
+        with pytest.raises(RuntimeError, match="a bug in a policy"):
+            campaign.run()
+        assert campaign.state == "stopped"
+        (stopped,) = campaign.journal.events("run_stopped")
+        assert stopped["error"] is True and "a bug in a policy" in stopped["reason"]

@@ -86,8 +86,7 @@ def export_campaign(
     path = Path(path)
     maps = {"scalar": prediction} if prediction is not None else None
     if maps is None and _n_scored(campaign) >= 2:
-        maps = campaign.predict_outputs() if campaign.config.predict else None
-        maps = maps or {"scalar": campaign.predict()}
+        maps = campaign.predict_outputs()
     items = campaign_items(campaign, maps)
     metadata = campaign_metadata(campaign)
     if fmt == "h5":
@@ -278,10 +277,13 @@ def _measurement_items(campaign: Campaign) -> list[Item]:
             data_type="LINE_PLOT_FAMILY",
         ),
     ]
+    items += [Item(g + n, n, a, u, q, text, seq) for n, a, u, q, text in rows]
     for j, (name, config) in enumerate(campaign.config.predict.items(), start=1):
         values = np.array([campaign.outputs(m)[j] for m in history], dtype=np.float64)
-        rows.append((name, values, "a.u.", f"{name} ({config.kind})", "predicted output"))
-    items += [Item(g + n, n, a, u, q, text, seq) for n, a, u, q, text in rows]
+        quantity = f"{name} ({config.kind})"
+        items.append(
+            Item(g + f"outputs/{name}", f"output_{name}", values, "a.u.", quantity, "", seq)
+        )
     return items
 
 
@@ -315,10 +317,10 @@ def _prediction_items(
         ),
     ]
     for name, (mean, std) in maps.items():
-        # The scalar's maps at the group's top; each predicted output's in a group of its own.
+        # The scalar's maps at the group's top; each predicted output's under outputs/NAME.
         path, key, quantity = g, "prediction_", _scalar(campaign)
         if name != "scalar":
-            path, key = f"{g}{name}/", f"prediction_{name}_"
+            path, key = f"{g}outputs/{name}/", f"prediction_output_{name}_"
             quantity = f"{name} ({campaign.config.predict[name].kind})"
         for what, values in (("mean", mean), ("std", std)):
             text = "mean" if what == "mean" else "standard deviation"

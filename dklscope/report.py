@@ -60,8 +60,8 @@ def write_report(
     ``wall_s``: the run's wall time, seconds, for the summary (None: not known). ``sample``: the
     simulated sample measured, for the summary's ``ground_truth``. ``prediction``: the model's
     (mean, std) of the scalar over the candidates, each (N,), if already computed; else
-    `Campaign.predict` (with ``config.predict``, `Campaign.predict_outputs`, whose maps the
-    figure adds) is called once when at least two finite scalars were measured.
+    `Campaign.predict_outputs` (the scalar's maps, and those of ``config.predict``'s outputs,
+    which the figure adds) is called once when at least two finite scalars were measured.
 
     Returns the paths written, in the order of `REPORT_FILES`: ``prediction.png`` is left out
     when there is no prediction, ``latent.png`` when the campaign has no embedding and
@@ -72,8 +72,7 @@ def write_report(
     written = [plot_visits(campaign, out / "visits.png")]
     maps = {"scalar": prediction} if prediction is not None else None
     if maps is None and len(_scored(campaign.history)) >= 2:
-        maps = campaign.predict_outputs() if campaign.config.predict else None
-        maps = maps or {"scalar": campaign.predict()}
+        maps = campaign.predict_outputs()
     if maps is not None:
         written.append(plot_prediction(campaign, maps, out / "prediction.png"))
     else:

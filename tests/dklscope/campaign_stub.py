@@ -176,6 +176,10 @@ class StubCampaign:
         n = len(self.patches)
         return 0.5 * np.arange(n, dtype=np.float64), 1.0 + np.arange(n) / n
 
+    def predict_outputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`predict` as the map of the one output, ``scalar``."""
+        return {"scalar": self.predict()}
+
 
 def journal_with(path: str | Path, measurements: list[Measurement] | None = None) -> Journal:
     """A journal at ``path`` with the stub's overview (and two re-acquired ones, numbered 10

@@ -165,6 +165,27 @@ def test_reports_and_exports_carry_every_output(predicting, tmp_path):
             measured = [
                 campaign.outputs(m)[campaign.output_names.index(name)] for m in campaign.history
             ]
-            np.testing.assert_array_equal(f[f"measurements/{name}"][()], measured)
-            assert f[f"prediction/{name}/mean"].shape == campaign.patches.grid_shape
+            np.testing.assert_array_equal(f[f"measurements/outputs/{name}"][()], measured)
+            assert f[f"prediction/outputs/{name}/mean"].shape == campaign.patches.grid_shape
         assert "mean" in f["prediction"] and "std" in f["prediction"]
+
+
+def test_outputs_named_like_exported_columns_do_not_overwrite_them(tmp_path):
+    import h5py
+
+    from dklscope.export import export_campaign
+
+    names = PREDICTING.replace("  edge:", "  status:").replace("  bulk_energy:", "  mean:")
+    config = parse_config(names.replace("steps: 50", "steps: 2"))
+    with simulated_campaign(config) as (campaign, _):
+        campaign.run()
+        export_campaign(campaign, tmp_path / "a.h5", "h5")
+        export_campaign(campaign, tmp_path / "a.npz", "npz")
+        status = [m.status for m in campaign.history]
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert list(f["measurements/status"].asstr()[()]) == status
+        assert f["measurements/outputs/status"].dtype == np.float64
+        assert set(f["prediction/outputs"]) == {"status", "mean"}
+    with np.load(tmp_path / "a.npz") as f:
+        assert list(f["status"]) == status
+        assert {"output_status", "output_mean", "prediction_output_mean_mean"} <= set(f.files)

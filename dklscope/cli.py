@@ -327,14 +327,21 @@ def _run(args: argparse.Namespace) -> int:
     sim = config.instrument.simulator
     sample = build_sample(sim) if sim is not None else None
     connection = instrument_address(config, sample)
-    try:
-        publish = config.runner.publish
-        publisher = ProgressPublisher(publish, keys=keys) if publish else contextlib.nullcontext()
-    except ValueError as exc:
-        return _usage_error(f"runner.publish: {exc}")
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        events = stack.enter_context(publisher)
+        # The controller's own sockets, bound before any file is made: a busy or bad address
+        # leaves no journal behind.
+        events = control = None
+        try:
+            if config.runner.publish:
+                events = stack.enter_context(ProgressPublisher(config.runner.publish, keys=keys))
+        except ValueError as exc:
+            return _usage_error(f"runner.publish: {exc}")
+        try:
+            if config.runner.control:
+                control = stack.enter_context(ControlServer(config.runner.control, keys=keys))
+        except ValueError as exc:
+            return _usage_error(f"runner.control: {exc}")
         try:
             address = stack.enter_context(connection)
         except UsimError as exc:  # the Nion simulator did not come up
@@ -360,16 +367,9 @@ def _run(args: argparse.Namespace) -> int:
                     embedding_path=out / EMBEDDING_NAME,
                     publisher=events,
                 )
-                try:
-                    control = (
-                        ControlServer(campaign, config.runner.control, keys=keys)
-                        if config.runner.control
-                        else contextlib.nullcontext()
-                    )
-                except ValueError as exc:
-                    return _usage_error(f"runner.control: {exc}")
-                with control:
-                    status = _run_to_end(campaign, show_progress=not args.no_progress)
+                if control is not None:
+                    control.serve(campaign)
+                status = _run_to_end(campaign, show_progress=not args.no_progress)
                 if campaign.history:
                     _write_results(campaign, out, sample, time.perf_counter() - t0)
         except (InstrumentError, InstrumentTimeout, ProtocolError, CampaignError) as exc:
@@ -626,9 +626,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _view(args: argparse.Namespace) -> int:
     """``dklscope view``: the live view (dklscope/view.py) until Ctrl-C."""
     import zmq
@@ -637,6 +634,7 @@ def _view(args: argparse.Namespace) -> int:
     from .control import ControlClient
     from .drivers.security import ClientKeys
     from .journal import JournalError
+    from .view import LOOPBACK, serve
 
     events_address = args.target if "://" in args.target else None
     if args.controls and args.bind not in LOOPBACK:
@@ -659,8 +657,8 @@ def _view(args: argparse.Namespace) -> int:
             return _usage_error(f"--server-key/--client-key: {exc}")
     if not 0.1 <= args.refresh <= 60:
         return _usage_error(f"--refresh: must be 0.1-60 s, got {args.refresh:g}")
-    if not 0 <= args.port <= 65535:
-        return _usage_error(f"--port: must be 0-65535, got {args.port}")
+    if not 1 <= args.port <= 65535:  # the page's own origin names its port
+        return _usage_error(f"--port: must be 1-65535, got {args.port}")
     control = ControlClient(keys=keys) if args.controls else None
     try:
         if events_address is not None:
@@ -680,8 +678,6 @@ def _view(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:  # a malformed events address
         return _usage_error(f"{args.target}: {exc}")
     import torch
-
-    from .view import serve
 
     # The maps are small sums: one thread, so the view never competes with the campaign for
     # every core (on a busy 2-core PC, two-thread torch in two processes runs ~10 x slower).

@@ -45,15 +45,18 @@ class ControlError(Exception):
 
 
 class ControlServer:
-    """Answers control requests for ``campaign`` on ``address`` from a thread of its own.
+    """Answers control requests for a campaign on ``address`` from a thread of its own.
 
-    Binds at once (``tcp://127.0.0.1:0`` picks a free port: read `address`) and registers the
-    bound address in ``campaign.endpoints["control"]``, so the journal's ``run_started`` event
-    names it. `close` (or leaving the ``with`` block) stops the thread.
+    Binds at once (``tcp://127.0.0.1:0`` picks a free port: read `address`), so a bad or busy
+    address is found before anything else is done; answers from `serve` on (at once when
+    ``campaign`` is given), registering the bound address in ``campaign.endpoints["control"]``
+    so that the journal's ``run_started`` event names it. `close` (or leaving the ``with``
+    block) stops the thread.
     """
 
-    def __init__(self, campaign: Campaign, address: str, *, keys: ServerKeys | None = None):
-        self.campaign = campaign
+    def __init__(
+        self, address: str, *, keys: ServerKeys | None = None, campaign: Campaign | None = None
+    ) -> None:
         self._serving = ServingSocket(
             zmq.ROUTER,
             address,
@@ -63,8 +66,15 @@ class ControlServer:
         )
         self._socket = self._serving.socket
         self.address = self._serving.address
-        campaign.endpoints["control"] = self.address
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if campaign is not None:
+            self.serve(campaign)
+
+    def serve(self, campaign: Campaign) -> None:
+        """Answer requests about ``campaign`` from now on."""
+        self.campaign = campaign
+        campaign.endpoints["control"] = self.address
         self._thread = threading.Thread(target=self._serve, name="dklscope-control", daemon=True)
         self._thread.start()
 
@@ -109,7 +119,7 @@ class ControlServer:
         return json_safe({"ok": True, "cmd": command, **campaign.status()})
 
     def close(self) -> None:
-        if hasattr(self, "_thread"):
+        if self._thread is not None:
             self._stop.set()
             self._thread.join()
         self._serving.close()
@@ -151,8 +161,14 @@ class ControlClient:
             if not socket.poll(int(1000 * timeout_s)):
                 raise ControlError(f"no reply from the controller at {address}")
             reply = json.loads(socket.recv())
+        except zmq.ZMQError as exc:  # a malformed address
+            raise ControlError(f"cannot reach the controller at {address}: {exc}") from None
+        except ValueError:  # not JSON: not a dklscope controller
+            raise ControlError(f"the reply from {address} is not a controller's") from None
         finally:
             socket.close()
+        if not isinstance(reply, dict):
+            raise ControlError(f"the reply from {address} is not a controller's")
         if not reply.get("ok"):
             raise ControlError(f"the controller refused {command!r}: {reply.get('error')}")
         return reply

@@ -62,6 +62,9 @@ from .report import idle_fraction
 
 log = logging.getLogger(__name__)
 
+# The hosts a page with controls may bind (IPv4: Bokeh's origin checks take no IPv6 address).
+LOOPBACK = ("127.0.0.1", "localhost")
+
 MAP_SIZE = 340  # pixels of the overview and map frames' longer side
 # How often a page looks for news, by default. Each refresh costs the browser a redraw of the
 # plots that changed: a headless Chromium drawing in software took about 0.27 s of CPU per
@@ -129,7 +132,7 @@ def serve(
     def make_document(doc: Document) -> None:
         _Page(doc, live, control, executor, refresh_s)
 
-    loopback = host in ("127.0.0.1", "localhost", "::1")
+    loopback = host in LOOPBACK
     origins = [f"127.0.0.1:{port}", f"localhost:{port}"] if loopback else ["*"]
     server = Server(
         {"/": Application(FunctionHandler(make_document))},

@@ -56,7 +56,7 @@ def test_pause_resume_and_stop_over_the_control_socket_keep_the_driver_alive(tmp
                 log["error"] = exc
                 campaign.request_stop()
 
-        with ControlServer(campaign, "tcp://127.0.0.1:0") as control:
+        with ControlServer("tcp://127.0.0.1:0", campaign=campaign) as control:
             thread = threading.Thread(target=operator, args=(control.address,))
             thread.start()
             reason = campaign.run()
@@ -86,7 +86,7 @@ def test_pause_resume_and_stop_over_the_control_socket_keep_the_driver_alive(tmp
 def test_the_control_socket_refuses_what_it_does_not_understand():
     config = parse_config(TINY)
     with simulated_campaign(config) as (campaign, _):
-        with ControlServer(campaign, "tcp://127.0.0.1:0") as server:
+        with ControlServer("tcp://127.0.0.1:0", campaign=campaign) as server:
             assert "not a control request" in server.handle(b"\xff")["error"]
             assert "not a control request" in server.handle(b"[1, 2]")["error"]
             reply = server.handle(b'{"cmd": "fire"}')
@@ -107,7 +107,7 @@ def test_with_curve_only_listed_clients_reach_the_control_socket(tmp_path):
     keys = ServerKeys.from_files(tmp_path / "controller.key_secret", [tmp_path / "operator.key"])
     config = parse_config(TINY)
     with simulated_campaign(config) as (campaign, _):
-        with ControlServer(campaign, "tcp://127.0.0.1:0", keys=keys) as server:
+        with ControlServer("tcp://127.0.0.1:0", keys=keys, campaign=campaign) as server:
             server_key = tmp_path / "controller.key"
             operator = ClientKeys.from_files(tmp_path / "operator.key_secret", server_key)
             stranger = ClientKeys.from_files(tmp_path / "stranger.key_secret", server_key)
@@ -183,6 +183,31 @@ def test_dklscope_run_refuses_keys_without_a_socket_to_secure(tmp_path, capsys):
     assert "neither runner.publish nor control" in capsys.readouterr().err
     assert main(["run", str(config_path), "--out", str(tmp_path / "r"), "--allow", key]) == 2
     assert "--allow goes with --secret-key" in capsys.readouterr().err
+
+
+def test_a_busy_control_address_is_refused_before_any_journal_is_made(tmp_path, capsys):
+    import zmq
+
+    from dklscope.cli import main
+
+    context = zmq.Context()
+    taken = context.socket(zmq.ROUTER)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        config_path = tmp_path / "c.yaml"
+        config_path.write_text(TINY + f"runner: {{control: 'tcp://127.0.0.1:{port}'}}\n")
+        assert main(["run", str(config_path), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+        assert "runner.control: cannot serve control requests" in capsys.readouterr().err
+        assert not (tmp_path / "r" / "journal.sqlite").exists()  # the same --out works later
+    finally:
+        taken.close(linger=0)
+        context.term()
+
+
+def test_control_client_errors_are_control_errors():
+    with ControlClient("tcp://nowhere-at-all", timeout_s=0.2) as client:
+        with pytest.raises(ControlError):
+            client.request("status")
 
 
 class PausesWhileChoosing:

@@ -193,15 +193,15 @@ def _wire_bytes(endpoint: str) -> tuple[list[bytes], list[bytes]]:
     header["args"] = {"points": [[12.0, 34.0]], "dwell_s": 0.0}
     request = [bytes(f) for f in encode({**header, "deadline_s": 5.0, "client": "0123456789ab"})]
     context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
     try:
-        dealer = context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.RCVTIMEO, 5000)
         dealer.connect(endpoint)
         dealer.send_multipart(request)
         reply = dealer.recv_multipart()
+    finally:  # closed first, or term() waits for it for ever after a timeout
         dealer.close()
-    finally:
         context.term()
     return request, reply
 

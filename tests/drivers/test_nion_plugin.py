@@ -102,3 +102,18 @@ def test_the_plug_in_serves_the_devices_swift_registered(tmp_path):
     errors = log.read_text()
     assert swift.returncode == 0, errors
     assert "Traceback" not in errors
+
+
+def test_plugin_settings_name_the_file_and_key_they_refuse(tmp_path):
+    from nionswift_plugin.dklscope_driver import PluginSettings
+
+    path = tmp_path / "dklscope_driver.json"
+    assert PluginSettings.load(path) == PluginSettings()  # no file: the defaults
+    path.write_text(json.dumps({"allow": ["keys/"], "dwell_range_s": [0.01, 2.0]}))
+    assert PluginSettings.load(path).allow == ("keys/",)
+    path.write_text(json.dumps({"allow": "keys/"}))  # a folder, not a list of them
+    with pytest.raises(ValueError, match="allow must be a list"):
+        PluginSettings.load(path)
+    path.write_text(json.dumps({"bnid": "tcp://127.0.0.1:1"}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        PluginSettings.load(path)

@@ -81,6 +81,8 @@ class PluginSettings:
             raise ValueError(f"{path}: unknown keys {extra}; expected some of {sorted(known)}")
         for key in ("dwell_range_s", "allow"):
             if key in data:
+                if not isinstance(data[key], list):
+                    raise ValueError(f"{path}: {key} must be a list, got {data[key]!r}")
                 data[key] = tuple(data[key])
         return cls(**data)
 

@@ -537,9 +537,8 @@ class Campaign:
                 _, std = posterior_mean_std(outputs["scalar"], self.candidates[free])
                 if std.max() < threshold:
                     self.stop_reason = f"largest predictive std {std.max():.4g} < {threshold:g}"
-            if pending:
-                X_pending = self.candidates[pending]
-                outputs = {k: m.condition_on_pending(X_pending) for k, m in outputs.items()}
+            if pending:  # the policy ranks the scalar's model: only it need see them
+                outputs["scalar"] = outputs["scalar"].condition_on_pending(self.candidates[pending])
             model = outputs["scalar"]
         good = self.ok_measurements()
         best = self.best()

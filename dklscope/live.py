@@ -173,11 +173,15 @@ class _Follower:
         self._thread.start()
 
     def _loop(self) -> None:
+        last_error = None
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # a follower keeps following; the page shows what it has
-                log.exception("following the campaign")
+                last_error = None
+            except Exception as exc:  # a follower keeps following; the page shows what it has
+                if repr(exc) != last_error:  # once, not every POLL_S while it lasts
+                    log.exception("following the campaign")
+                last_error = repr(exc)
                 self._stop.wait(POLL_S)
 
     def poll(self) -> None:

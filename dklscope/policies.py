@@ -126,7 +126,8 @@ class PolicyState:
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     # With `config.predict`: the model of each output by name ("scalar", which is ``model``,
     # then each of config.predict's with 2 finite values or more), for policies that weigh
-    # other properties too (a constraint, a second objective); None otherwise.
+    # other properties too (a constraint, a second objective); None otherwise. Only the
+    # scalar's has seen the ``pending`` points.
     outputs: dict[str, Model] | None = None
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dklscope.drivers import InstrumentTimeout, MicroscopeClient
+from dklscope.drivers import MicroscopeClient
 
 from .test_nion_optional import ROOT
 
@@ -41,10 +41,12 @@ def test_the_manifest_is_one_swift_loads_after_the_instrumentation_kit():
 
 
 # Swift's part, in a child process: load the plug-in's extension as Swift does (before the
-# instrument's own plug-in registers its devices), bring the usim up, serve what is there.
+# instrument's own plug-in registers its devices), bring the usim up, serve what is there, and
+# say so in a file ``restarted`` (the first server may or may not have found the devices
+# already set up: a request sent to it can be lost when it stops for the restart).
 SWIFT = textwrap.dedent(
     """
-    import sys, threading, types
+    import pathlib, sys, threading, types
     from dklscope.drivers.nion_swift.usim import UsimHost
     import nionswift_plugin.dklscope_driver as plugin
 
@@ -57,6 +59,7 @@ SWIFT = textwrap.dedent(
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     with UsimHost(backend=False) as host:
         plugin.restart_server()  # the frame UsimHost set up, not the one at first sight
+        (pathlib.Path(sys.argv[1]) / "restarted").touch()
         try:
             host.pump(stop)
         finally:
@@ -80,17 +83,14 @@ def test_the_plug_in_serves_the_devices_swift_registered(tmp_path):
         text=True,
     )
     try:
-        with MicroscopeClient(address, timeout_s=2.0, retries=0) as client:
-            for _ in range(120):
-                try:
-                    description = client.describe()
-                    if description.overview_shape == (64, 64):  # the restarted server
-                        break
-                    time.sleep(0.25)
-                except InstrumentTimeout:
-                    pass
-            else:
-                raise AssertionError("the plug-in did not serve the usim")
+        for _ in range(600):
+            if (tmp_path / "restarted").exists() or swift.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "restarted").exists(), log.read_text()
+        with MicroscopeClient(address, timeout_s=10.0, retries=0) as client:
+            description = client.describe()
+            assert description.overview_shape == (64, 64)  # the frame UsimHost set up
             assert description.name.startswith("Nion Swift usim_stem_controller")
             assert description.dwell_range_s == (0.002, 5.0)
             got = list(client.measure([(3.0, 4.0), (60.0, 20.0)], 0.002))

@@ -204,8 +204,8 @@ def test_pipelining_chooses_the_next_point_while_the_instrument_measures(pipelin
         campaign.run()
         measured = {m.decision: m for m in campaign.history}
         decisions = campaign.decisions
-    # Each decision after the first was made before, or only after, the previous one's reply.
-    ahead = [d.t_decided < measured[d.number - 1].t_done for d in decisions[1:]]
+    # Each decision after the first began before, or only after, the previous one's reply.
+    ahead = [d.t_decided - d.latency_s < measured[d.number - 1].t_done for d in decisions[1:]]
     assert all(ahead) if pipeline else not any(ahead)
     idle = [m.idle_s for m in campaign.history[1:]]
     if pipeline:  # policy fits took < 0.25 s, so the instrument only waited for the journal

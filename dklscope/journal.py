@@ -158,8 +158,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         self._depth = 0
-        version = self._metadata_or_none("schema") if self._has_table("metadata") else None
-        if version is None and self._has_table("measurements"):
+        with self.transaction():  # one snapshot, however the writer goes on
+            version = self._metadata_or_none("schema") if self._has_table("metadata") else None
+            older = version is None and self._has_table("measurements")
+        if older:
             raise JournalError(f"{path}: a journal of an older dklscope (schema 1)")
         if version is not None and version != SCHEMA_VERSION:
             raise JournalError(f"{path}: journal schema {version}, this dklscope reads 2")
@@ -167,9 +169,12 @@ class Journal:
             if version is None:
                 raise JournalError(f"{path}: not a dklscope journal (yet)")
             return
-        self._db.executescript(SCHEMA)
-        if version is None:
-            self.set_metadata("schema", SCHEMA_VERSION)
+        # The tables and the schema version commit together: a reader that opens the journal
+        # while it is being made (a live view) sees nothing yet, never tables without a version.
+        self._db.executescript(
+            f"BEGIN IMMEDIATE;{SCHEMA}INSERT OR IGNORE INTO metadata "
+            f"VALUES ('schema', '{json.dumps(SCHEMA_VERSION)}');COMMIT;"
+        )
 
     def close(self) -> None:
         self._db.close()

@@ -150,3 +150,31 @@ def test_a_read_only_journal_neither_waits_for_nor_holds_up_the_writer(tmp_path)
                 writer.log_event("resumed", paused_s=1.0)
                 assert reader.events("resumed") == []  # ...nor sees it
             assert [e["kind"] for e in reader.events("resumed")] == ["resumed"]
+
+
+def test_a_reader_never_sees_a_journal_being_created_as_another_schema(tmp_path):
+    """Tables and schema version commit together: a live view opening the journal while the
+    campaign creates it finds either nothing yet or a journal of this schema."""
+    import threading
+
+    seen: list[str] = []
+    for i in range(30):
+        path = tmp_path / f"{i}.sqlite"
+        done = threading.Event()
+
+        def read(path=path, done=done) -> None:
+            while not done.is_set():
+                try:
+                    Journal(path, read_only=True).close()
+                except JournalError as exc:
+                    seen.append(str(exc))
+                except sqlite3.DatabaseError:
+                    pass  # the file exists but SQLite has not written its header yet
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        Journal(path).close()
+        done.set()
+        reader.join()
+    odd = {s for s in seen if "no such journal" not in s and "(yet)" not in s}
+    assert seen and not odd, odd

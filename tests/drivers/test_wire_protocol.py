@@ -28,6 +28,19 @@ def message(header, *array_frames):
     return [SIGNATURE, json.dumps(header).encode(), *array_frames]
 
 
+@pytest.fixture
+def pair():
+    """Two connected in-process PAIR sockets: (sender, receiver)."""
+    context = zmq.Context()
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    a.bind("inproc://pair")
+    b.connect("inproc://pair")
+    yield a, b
+    a.close()
+    b.close()
+    context.term()
+
+
 # -- round trip -----------------------------------------------------------------------------
 
 
@@ -122,44 +135,28 @@ def test_encode_describes_the_arrays_it_sends_whatever_the_header_says():
     assert header == {"arrays": [{"dtype": "<f8", "shape": [2]}]}
 
 
-def test_received_arrays_keep_their_own_memory():
-    context = zmq.Context()
-    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    try:
-        a.bind("inproc://recv")
-        b.connect("inproc://recv")
-        sent = [np.arange(5, dtype="<f4"), np.full(5, 7.0, dtype="<f4")]
-        for i, array in enumerate(sent):
-            send(a, encode({"id": str(i)}, [array, array[::-1]]))
-        received = [recv(b) for _ in sent]
-        assert all(type(f) is bytes for frames in received for f in frames[:2])
-        decoded = [decode(frames) for frames in received]
-        del received
-        for i, (array, (header, (got, reversed_))) in enumerate(zip(sent, decoded, strict=True)):
-            assert header["id"] == str(i)
-            np.testing.assert_array_equal(got, array)
-            np.testing.assert_array_equal(reversed_, array[::-1])
-    finally:
-        a.close()
-        b.close()
-        context.term()
+def test_received_arrays_keep_their_own_memory(pair):
+    a, b = pair
+    sent = [np.arange(5, dtype="<f4"), np.full(5, 7.0, dtype="<f4")]
+    for i, array in enumerate(sent):
+        send(a, encode({"id": str(i)}, [array, array[::-1]]))
+    received = [recv(b) for _ in sent]
+    assert all(type(f) is bytes for frames in received for f in frames[:2])
+    decoded = [decode(frames) for frames in received]
+    del received
+    for i, (array, (header, (got, reversed_))) in enumerate(zip(sent, decoded, strict=True)):
+        assert header["id"] == str(i)
+        np.testing.assert_array_equal(got, array)
+        np.testing.assert_array_equal(reversed_, array[::-1])
 
 
-def test_send_delivers_the_frames_as_one_multipart_message():
-    context = zmq.Context()
-    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    try:
-        a.bind("inproc://send")
-        b.connect("inproc://send")
-        frames = encode({"id": "s"}, [np.arange(5, dtype="<f4")])
-        send(a, frames)
-        send(a, [b"one"])
-        assert b.recv_multipart() == on_the_wire(frames)
-        assert b.recv_multipart() == [b"one"]
-    finally:
-        a.close()
-        b.close()
-        context.term()
+def test_send_delivers_the_frames_as_one_multipart_message(pair):
+    a, b = pair
+    frames = encode({"id": "s"}, [np.arange(5, dtype="<f4")])
+    send(a, frames)
+    send(a, [b"one"])
+    assert b.recv_multipart() == on_the_wire(frames)
+    assert b.recv_multipart() == [b"one"]
 
 
 def test_decode_accepts_a_header_of_exactly_the_maximum_size():

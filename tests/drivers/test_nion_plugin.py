@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -102,6 +103,78 @@ def test_the_plug_in_serves_the_devices_swift_registered(tmp_path):
     errors = log.read_text()
     assert swift.returncode == 0, errors
     assert "Traceback" not in errors
+
+
+# Nion Swift's start-up (nionui_app.nionswift.main.main) with a headless user interface:
+# Facade.initialize, then Application.initialize, which runs Swift's plug-in loader
+# (PlugInManager.load_plug_ins: every package pkgutil finds on nionswift_plugin.__path__, plus the
+# PlugIns folders, here empty). The plug-in is found where pip installed it, never by its path.
+SWIFT_START = textwrap.dedent(
+    """
+    import json, logging, pathlib, sys
+    from nion.swift import Application, Facade
+    from nion.swift.model import PlugInManager
+    from nion.ui import TestUI
+
+    root, address = pathlib.Path(sys.argv[1]), sys.argv[2]
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+
+    class HeadlessUI(TestUI.UserInterface):
+        proxy = None
+        def get_build_version(self): return "headless"
+        def get_qt_version(self): return "none"
+        def get_data_location(self): return str(root / "data")
+        def get_document_location(self): return str(root / "documents")
+        def get_configuration_location(self): return root / "configuration"
+
+    (root / "configuration").mkdir()
+    (root / "configuration" / "dklscope_driver.json").write_text(
+        json.dumps({"bind": address, "wait_for_devices_s": 30})
+    )
+    Facade.initialize()
+    app = Application.Application(HeadlessUI(), set_global=True)
+    app.initialize(use_root_dir=False)
+    ours = [e for e in PlugInManager.extensions if type(e).__name__ == "DriverServerExtension"]
+    print("EXTENSIONS", len(ours), type(ours[0]).__module__ if ours else None)
+    print("MODULE", sys.modules["nionswift_plugin.dklscope_driver"].__file__)
+    sys.stdin.read()  # the test is done with the server: Swift quits
+    app.deinitialize()
+    print("SERVER STOPPED", all(e.server is None for e in ours))
+    """
+)
+
+
+def test_swifts_plug_in_loader_finds_and_loads_the_installed_plug_in(tmp_path):
+    """Swift's own loader finds the plug-in in the nionswift_plugin namespace (pip's install,
+    editable here), reads its manifest (it waits for the instrumentation kit), makes its
+    extension, and that serves the usim devices which Swift's usim plug-in registered."""
+    address = free_address()
+    swift = subprocess.Popen(
+        [sys.executable, "-c", SWIFT_START, str(tmp_path), address],
+        cwd=tmp_path,  # nothing of the checkout on sys.path but what pip installed
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with MicroscopeClient(address, timeout_s=30.0, retries=0) as client:
+            description = client.describe()  # waits until the extension serves
+    finally:
+        out, _ = swift.communicate("", timeout=60)
+    assert swift.returncode == 0, out
+    name = "nionswift_plugin.dklscope_driver"
+    assert f"Plug-in '{name}' delayed (nion.instrumentation-kit ~= 0.1)" in out  # the manifest
+    assert f"Plug-in '{name}' loaded (nionswift_plugin)" in out
+    assert "Plug-in 'nionswift_plugin.usim' loaded" in out
+    assert f"EXTENSIONS 1 {name}" in out
+    assert not list((tmp_path / "data" / "PlugIns").iterdir())  # not found through a link
+    module = pathlib.Path(out.split("MODULE ", 1)[1].splitlines()[0])
+    assert module.parts[-3:] == ("nionswift_plugin", "dklscope_driver", "__init__.py")
+    assert description.name == "Nion Swift usim_stem_controller: uSim Scan, uSim EELS Camera"
+    assert description.spectral_axis.units == "eV"
+    assert "SERVER STOPPED True" in out, out
+    assert "Traceback" not in out, out
 
 
 def test_plugin_settings_name_the_file_and_key_they_refuse(tmp_path):

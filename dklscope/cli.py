@@ -182,16 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export = commands.add_parser(
         "export",
-        help="a campaign's data as HDF5 or npz",
+        help="a campaign's data as HDF5, npz or NSID",
         description=(
             "Write the overview(s), positions, spectra, scalars and predictions of the campaign "
             "in DIR to one file (layout: docs/export.md)."
         ),
     )
     export.add_argument("dir", type=Path, help="the campaign's output folder")
-    export.add_argument("--to", choices=("h5", "npz"), default="h5", help="format (default h5)")
     export.add_argument(
-        "--file", type=Path, metavar="FILE", help="where (default: DIR/campaign.h5 or .npz)"
+        "--to",
+        choices=("h5", "npz", "nsid"),
+        default="h5",
+        help="format (default h5); nsid: sidpy datasets by pyNSID (pip install 'dklscope[nsid]')",
+    )
+    export.add_argument(
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="where (default: DIR/campaign.h5, .npz, or campaign.nsid.h5)",
     )
 
     from .benchmarks import add_parsers
@@ -620,9 +628,14 @@ def _report(args: argparse.Namespace) -> int:
                 log.info("wrote %s", path)
             return 0
         from .export import export_campaign
+        from .nsid import NsidUnavailable
 
-        path = args.file or args.dir / f"campaign.{args.to}"
-        log.info("wrote %s", export_campaign(campaign, path, args.to))
+        suffix = "nsid.h5" if args.to == "nsid" else args.to
+        path = args.file or args.dir / f"campaign.{suffix}"
+        try:
+            log.info("wrote %s", export_campaign(campaign, path, args.to))
+        except NsidUnavailable as exc:
+            return _usage_error(str(exc))
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Export a campaign's data to one HDF5 (``.h5``) or NumPy (``.npz``) file.
+"""Export a campaign's data to one HDF5 (``.h5``), NumPy (``.npz``) or NSID file.
+
+``nsid`` (sidpy Datasets written by pyNSID, the ``nsid`` extra) is `dklscope.nsid`'s.
 
 The layout is documented in ``docs/export.md``. In short, HDF5::
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "dklscope.export"
 FORMAT_VERSION = 1
+FORMATS = ("h5", "npz", "nsid")
 PYNSID_VERSION = "0.0.7"  # the pyNSID attribute layout the main datasets follow
 
 _REACQUIRED = re.compile(r"overview\.(\d+)")
@@ -70,25 +73,33 @@ class Item:
 def export_campaign(
     campaign: Campaign,
     path: Path,
-    fmt: Literal["h5", "npz"],
+    fmt: Literal["h5", "npz", "nsid"],
     *,
     prediction: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """Write the campaign's data to ``path`` in ``fmt`` (layout: ``docs/export.md``).
+    """Write the campaign's data to ``path`` in ``fmt`` (layout: ``docs/export.md``):
+    ``h5``, ``npz`` or ``nsid`` (`dklscope.nsid`; raises `dklscope.nsid.NsidUnavailable`, an
+    ImportError, without the ``nsid`` extra).
 
     ``prediction``: the model's (mean, std) over the candidates, each (N,), if already
     computed; else `Campaign.predict` is called when at least two finite scalars were measured,
     and the prediction is left out when fewer were. Writes only ``path`` (its folder must
     exist) and returns it.
     """
-    if fmt not in ("h5", "npz"):
-        raise ValueError(f"fmt must be 'h5' or 'npz', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     path = Path(path)
     maps = {"scalar": prediction} if prediction is not None else None
     if maps is None and _n_scored(campaign) >= 2:
         maps = campaign.predict_outputs()
-    items = campaign_items(campaign, maps)
     metadata = campaign_metadata(campaign)
+    if fmt == "nsid":
+        from .nsid import write_nsid
+
+        write_nsid(campaign, path, maps, metadata)
+        log.info("exported the campaign as NSID to %s", path)
+        return path
+    items = campaign_items(campaign, maps)
     if fmt == "h5":
         _write_h5(path, items, metadata)
     else:

@@ -283,6 +283,13 @@ def _read_hdf5(path: Path, dataset: str | None) -> dict[str, Any]:
     except OSError as exc:
         raise ReplayError(f"{path}: not a readable HDF5 file ({exc})") from exc
     with f:
+        if dataset is None and not _hdf5_candidates(f) and _point_clouds(f):
+            dataset = _only(_point_clouds(f), "POINT_CLOUD datasets", path)
+        node = f.get(dataset) if dataset is not None else None
+        if isinstance(node, h5py.Dataset) and _decode(node.attrs.get("data_type", "")) == (
+            "POINT_CLOUD"
+        ):
+            return _read_point_cloud(path, f, node)
         if dataset is None:
             candidates = _hdf5_candidates(f)
             if len(candidates) != 1:
@@ -326,6 +333,138 @@ def _read_hdf5(path: Path, dataset: str | None) -> dict[str, Any]:
             }
         )
         return cube
+
+
+# -- NSID point clouds (dklscope export --to nsid) ----------------------------------------------
+
+
+def _main_datasets(f: Any, data_type: str) -> list[str]:
+    """pyNSID main datasets (those with a ``main_data_name``) of ``data_type``."""
+    return [
+        name
+        for name in _hdf5_datasets(f)
+        if "main_data_name" in f[name].attrs
+        and _decode(f[name].attrs.get("data_type", "")) == data_type
+    ]
+
+
+def _point_clouds(f: Any) -> list[str]:
+    return _main_datasets(f, "POINT_CLOUD")
+
+
+def _only(names: list[str], what: str, path: Path) -> str:
+    if len(names) != 1:
+        raise ReplayError(f"{path}: found {len(names)} {what} {names}; name one with dataset=")
+    return names[0]
+
+
+def _read_point_cloud(path: Path, f: Any, node: Any) -> dict[str, Any]:
+    """Spectra measured at scattered positions (a sidpy POINT_CLOUD dataset, as ``dklscope
+    export --to nsid`` writes: (points, channels), with the points' (x, y) in its group's
+    ``point_cloud`` attribute ``coordinates``), put back on the pixels of the file's overview
+    (its IMAGE dataset ``overview``, or its only IMAGE): each point on the overview pixel
+    nearest its position, the mean where several share one, NaN where none was measured."""
+    spectra = node[()]
+    if spectra.ndim != 2:
+        raise ReplayError(
+            f"{path}: point cloud {node.name!r} has shape {spectra.shape}; "
+            "expected (points, channels)"
+        )
+    scales = [_dimension_scale(dim, spectra.shape[i]) for i, dim in enumerate(node.dims)]
+    types = [_scale_type(dim) for dim in node.dims]
+    chan = types.index("SPECTRAL") if "SPECTRAL" in types else 1
+    if chan == 0:
+        spectra = spectra.T
+    cloud = node.parent.get("point_cloud")
+    coordinates = None if cloud is None else cloud.attrs.get("coordinates")
+    if coordinates is None or np.shape(coordinates) != (spectra.shape[0], 2):
+        raise ReplayError(
+            f"{path}: point cloud {node.name!r} has no point_cloud/coordinates of shape "
+            f"({spectra.shape[0]}, 2) giving each point's (x, y)"
+        )
+    image_name = _overview_image(path, f)
+    image_node = f[image_name]
+    image = _as_image(image_node[()], path, image_name)
+    rows, cols = image.shape
+    y_axis, x_axis = (
+        _dimension_scale(dim, image.shape[i]) for i, dim in enumerate(image_node.dims)
+    )
+    x0, dx, units = _pixel_grid(x_axis, cols)
+    y0, dy, _ = _pixel_grid(y_axis, rows)
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    col = np.rint((coordinates[:, 0] - x0) / dx).astype(np.int64)
+    row = np.rint((coordinates[:, 1] - y0) / dy).astype(np.int64)
+    outside = (col < 0) | (col >= cols) | (row < 0) | (row >= rows)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ReplayError(
+            f"{path}: point {i} at (x, y) = {tuple(coordinates[i])} {units} lies outside the "
+            f"overview {image_name!r} ({rows} × {cols} pixels)"
+        )
+    dtype = np.float64 if spectra.dtype == np.float64 else np.float32
+    flat = row * cols + col
+    pixels, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(pixels), spectra.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, spectra)
+    grid = np.full((rows * cols, spectra.shape[1]), np.nan, dtype=dtype)
+    grid[pixels] = (sums / counts[:, None]).astype(dtype)
+    calibration: dict[str, Any] = {
+        "spectrum_units": _decode(node.attrs.get("units", "a.u.")) or "a.u.",
+        "pixel_size": abs(dx),
+        "pixel_units": units or "px",
+        "image": image,
+    }
+    if scales[chan] is not None:
+        calibration["axis_values"] = scales[chan]["values"]
+        calibration["axis_units"] = scales[chan]["units"]
+    cube = _cube(path, grid.reshape(rows, cols, spectra.shape[1]), **calibration)
+    cube["metadata"].update(
+        {
+            "format": "nsid point cloud",
+            "dataset": node.name,
+            "reader": f"h5py {_h5py_version()}",
+            "overview_dataset": image_name,
+            "points": int(spectra.shape[0]),
+            "pixels_measured": len(pixels),
+            "axis_name": scales[chan]["name"] if scales[chan] else "channel",
+            "quantity": _decode(node.attrs.get("quantity", "")),
+        }
+    )
+    return cube
+
+
+def _scale_type(dim: Any) -> str:
+    for scale in dim.values():
+        return _decode(scale.attrs.get("dimension_type", "")).upper()
+    return ""
+
+
+def _overview_image(path: Path, f: Any) -> str:
+    images = _main_datasets(f, "IMAGE")
+    named = [name for name in images if name.rsplit("/", 1)[-1] == "overview"]
+    if len(named) == 1:
+        return named[0]
+    if len(images) == 1:
+        return images[0]
+    raise ReplayError(
+        f"{path}: a point cloud needs the overview its positions refer to: an IMAGE dataset "
+        f"named 'overview' or the only IMAGE; the file has {images}"
+    )
+
+
+def _pixel_grid(axis: dict[str, Any] | None, n: int) -> tuple[float, float, str]:
+    """(position of pixel 0, pixel pitch, units) along one overview axis; pixels of 1 px
+    without a linear axis."""
+    fit = None if axis is None else _linear_fit(axis["values"])
+    if axis is None or fit is None or n < 2:
+        return 0.0, 1.0, "px"
+    return fit[0], fit[1], axis["units"]
+
+
+def _h5py_version() -> str:
+    import h5py
+
+    return str(h5py.__version__)
 
 
 def _hdf5_datasets(f: Any) -> list[str]:

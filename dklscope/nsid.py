@@ -61,11 +61,25 @@ def write_nsid(
     (`dklscope.export.campaign_metadata`). Raises `NsidUnavailable` without the ``nsid`` extra.
     """
     h5py, sidpy, write_nsid_dataset = _libraries()
-    from sidpy.hdf.prov_utils import create_indexed_group
-
     datasets = nsid_datasets(campaign, maps, sidpy)
     # libver v108+: attributes over 64 KiB (the coordinates of a long campaign) are stored
     # densely; with the default, sidpy would skip such an attribute without a word.
+    try:
+        _write(h5py, path, datasets, metadata, write_nsid_dataset)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)  # no half-written file
+        raise
+
+
+def _write(
+    h5py: Any,
+    path: Path,
+    datasets: list[tuple[str, Any]],
+    metadata: dict[str, str],
+    write_nsid_dataset: Any,
+) -> None:
+    from sidpy.hdf.prov_utils import create_indexed_group
+
     with h5py.File(path, "w", libver=("v108", "latest")) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION

@@ -17,6 +17,11 @@ Formats, chosen by the file's extension:
   give the axis values, units and names: with dimensions labelled ``X`` and ``Y`` the grid is
   transposed so that rows run along Y and columns along X, and the remaining dimension is the
   spectral one; without labels the order is taken to be (rows, cols, channels).
+  A file without a 3-D dataset but with a sidpy POINT_CLOUD dataset (``dklscope export
+  --to nsid``: spectra (points, channels) and each point's (x, y) in ``point_cloud/coordinates``)
+  is put back on the pixels of its overview (the IMAGE dataset ``overview``, or the only
+  IMAGE), each spectrum on the pixel nearest its position, the mean where several share one and
+  NaN where none was measured; pixel_size and units come from the overview's dimensions.
 - ``.dm3``, ``.dm4`` (Gatan DigitalMicrograph) and ``.emd`` (Velox and other EMD files, not
   tested against a real Velox file) through ``rosettasciio``: the calibrations (offset, scale,
   units) come from the reader's ``axes``; the axes named ``x`` and ``y`` are the grid and the

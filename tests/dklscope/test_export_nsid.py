@@ -19,7 +19,7 @@ from dklscope.simulators.replay import ReplayError, load_replay
 pytest.importorskip("pyNSID", reason="needs the nsid extra")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_stub import StubCampaign, journal_with
+from campaign_stub import StubCampaign, journal_with, measurement
 
 SPECTRA = "Measurement_000/Channel_000/spectra/spectra"
 PIXEL = 0.25  # campaign_stub's pixel_size, nm
@@ -150,6 +150,23 @@ def test_points_sharing_a_pixel_replay_their_mean_and_a_point_outside_is_refused
         f[cloud].attrs["coordinates"] = coordinates
     with pytest.raises(ReplayError, match=r"point 2 at .* lies outside the overview"):
         load_replay(path)
+
+
+def test_the_positions_of_a_long_campaign_are_all_written(tmp_path):
+    """5,000 points: 80 KB of coordinates, more than HDF5's compact attributes hold (sidpy
+    skips an attribute it cannot write, without a word)."""
+    from pyNSID.io.hdf_utils import read_h5py_dataset
+
+    rng = np.random.default_rng(2)
+    xy = rng.integers(0, 16, size=(5000, 2)).astype(np.float64)
+    with journal_with(tmp_path / "journal.sqlite") as journal:
+        campaign = StubCampaign(journal)
+        campaign.history = [measurement(i, x=x, y=y) for i, (x, y) in enumerate(xy)]
+        path = export_campaign(campaign, tmp_path / "long.nsid.h5", "nsid", prediction=None)
+    with h5py.File(path, "r") as f:
+        spectra = read_h5py_dataset(f[SPECTRA])
+        np.testing.assert_array_equal(spectra.point_cloud["coordinates"], PIXEL * xy)
+    assert load_replay(path).metadata["points"] == 5000
 
 
 def test_without_the_extra_the_export_says_how_to_install_it(tmp_path, monkeypatch):

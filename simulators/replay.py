@@ -394,9 +394,21 @@ def _read_point_cloud(path: Path, f: Any, node: Any) -> dict[str, Any]:
     y_axis, x_axis = (
         _dimension_scale(dim, image.shape[i]) for i, dim in enumerate(image_node.dims)
     )
-    x0, dx, units = _pixel_grid(x_axis, cols)
-    y0, dy, _ = _pixel_grid(y_axis, rows)
+    x0, dx, units = _pixel_grid(x_axis, cols, path, image_name, "x")
+    y0, dy, _ = _pixel_grid(y_axis, rows, path, image_name, "y")
+    cloud_units = cloud.attrs.get("spacial_units", units)  # one string, or one each for x, y
+    if isinstance(cloud_units, np.ndarray) and cloud_units.size > 1:
+        cloud_units = cloud_units.flat[0]
+    cloud_units = _decode(cloud_units)
+    if cloud_units != units:
+        raise ReplayError(
+            f"{path}: the positions of {node.name!r} are in {cloud_units!r}, the overview "
+            f"{image_name!r} in {units!r}"
+        )
     coordinates = np.asarray(coordinates, dtype=np.float64)
+    if not np.isfinite(coordinates).all():
+        i = int(np.flatnonzero(~np.isfinite(coordinates).all(axis=1))[0])
+        raise ReplayError(f"{path}: point {i} of {node.name!r} has no finite position")
     col = np.rint((coordinates[:, 0] - x0) / dx).astype(np.int64)
     row = np.rint((coordinates[:, 1] - y0) / dy).astype(np.int64)
     outside = (col < 0) | (col >= cols) | (row < 0) | (row >= rows)
@@ -457,13 +469,20 @@ def _overview_image(path: Path, f: Any) -> str:
     )
 
 
-def _pixel_grid(axis: dict[str, Any] | None, n: int) -> tuple[float, float, str]:
-    """(position of pixel 0, pixel pitch, units) along one overview axis; pixels of 1 px
-    without a linear axis."""
-    fit = None if axis is None else _linear_fit(axis["values"])
-    if axis is None or fit is None or n < 2:
+def _pixel_grid(
+    axis: dict[str, Any] | None, n: int, path: Path, image: str, name: str
+) -> tuple[float, float, str]:
+    """(position of pixel 0, pixel pitch, units) along one overview axis (pixels of 1 px
+    without one); `ReplayError` for an axis that is not evenly spaced."""
+    if axis is None:
         return 0.0, 1.0, "px"
-    return fit[0], fit[1], axis["units"]
+    fit = _linear_fit(axis["values"])
+    if fit is None:
+        raise ReplayError(
+            f"{path}: the {name} axis of the overview {image!r} is not evenly spaced; "
+            "cannot place the points on its pixels"
+        )
+    return fit[0], fit[1] if n > 1 else 1.0, axis["units"] or "px"
 
 
 def _h5py_version() -> str:

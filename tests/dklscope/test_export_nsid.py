@@ -150,6 +150,11 @@ def test_points_sharing_a_pixel_replay_their_mean_and_a_point_outside_is_refused
         f[cloud].attrs["coordinates"] = coordinates
     with pytest.raises(ReplayError, match=r"point 2 at .* lies outside the overview"):
         load_replay(path)
+    with h5py.File(path, "r+") as f:
+        coordinates[2, 1] = np.nan
+        f[cloud].attrs["coordinates"] = coordinates
+    with pytest.raises(ReplayError, match=r"point 2 of .*spectra' has no finite position"):
+        load_replay(path)
 
 
 def test_the_positions_of_a_long_campaign_are_all_written(tmp_path):

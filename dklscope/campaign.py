@@ -37,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from botorch.models import ModelListGP
-from torch import nn
 
-from .config import Config, ConfigError, ModelConfig, from_dict
+from .config import Config, ConfigError, from_dict
 from .dkl import DKLLearner, DKLModel, members, posterior_mean_std
 from .drivers import (
     Acquisition,
@@ -50,6 +49,8 @@ from .drivers import (
     ProtocolError,
 )
 from .journal import EMBEDDING_NAME, JOURNAL_NAME, DecisionRecord, Journal, Measurement
+from .loo import calibration, flag_message, leave_one_out
+from .model_family import Learner, build_learner, model_inputs
 from .patches import grid_patches
 from .policies import Policy, PolicyState, build_policy, decide
 from .scalarizers import Scalarizer, build_scalarizer, check_scalarizer
@@ -90,7 +91,7 @@ class Campaign:
     read back (``client`` None: read-only, for reports; see `from_journal`).
 
     Everything is built from ``config`` unless given: ``embedding`` (a trained
-    `ModelEmbedding`), ``learner`` (a `DKLLearner` over the candidates' inputs), ``policy``
+    `ModelEmbedding`), ``learner`` (a `Learner` over the candidates' inputs), ``policy``
     and ``scalarizer`` (any objects with their protocols). ``publisher`` receives progress
     events. `step` measures one decision; `run` goes on until a stop criterion is met.
     ``endpoints`` names the sockets that serve this campaign (``publish``, ``control``), for
@@ -106,7 +107,7 @@ class Campaign:
         config_text: str = "",
         embedding: ModelEmbedding | None = None,
         embedding_path: str | Path | None = None,
-        learner: DKLLearner | None = None,
+        learner: Learner | None = None,
         policy: Policy | None = None,
         scalarizer: Scalarizer | None = None,
         publisher: ProgressPublisher | None = None,
@@ -143,11 +144,12 @@ class Campaign:
         if self.embedding is None and config.embedding.kind != "none":
             self.embedding = _embedding(config, scaled, journal, embedding_path, resuming)
         self.positions = np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float)
-        self.candidates, network = _model_inputs(
-            config.model, scaled, self.positions, self.embedding
-        )
+        inputs, network = model_inputs(config.model, scaled, self.positions, self.embedding)
+        self.candidates = inputs.tensor
         self.policy: Policy = policy or build_policy(config.policy)
-        self.learner = learner or _learner(config, self.candidates.shape[1], network)
+        self.learner: Learner = learner or build_learner(
+            config.model, inputs, network, seed=config.seed
+        )
         self.model: DKLModel | ModelListGP | None = None  # the last fitted, of every output
         if client is not None and self.policy.needs_model:
             _warm_up(self.candidates)
@@ -173,6 +175,7 @@ class Campaign:
         drifts = journal.events("drift")
         self._set_drift((drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0))
         self._drift_checked_at = drifts[-1]["after_seq"] if drifts else 0
+        self._calibration_said: str | None = None  # the last calibration warning logged
         self.stop_reason: str | None = None
         self._stop_requested: str | None = None  # the reason given with the request
         self._pause_requested = False
@@ -532,6 +535,7 @@ class Campaign:
         model, outputs = None, {}
         if self.policy.needs_model:
             outputs = self.fit_outputs()
+            self._record_model(outputs["scalar"])
             if (threshold := self.config.stop.max_std) is not None:
                 free = ~self.unavailable()
                 _, std = posterior_mean_std(outputs["scalar"], self.candidates[free])
@@ -557,28 +561,53 @@ class Campaign:
             outputs=outputs if self._predicted else None,
         )
 
+    def _record_model(self, model: DKLModel) -> None:
+        """Journal what the fit behind the coming decision chose and how well calibrated its
+        leave-one-out predictions of the measured points are (a ``model`` event); warn when
+        they are clearly off."""
+        record = getattr(self.learner, "last_record", None)
+        if record is None:  # one model: its own calibration
+            fit = calibration(leave_one_out(model)).to_dict()
+            name = self.config.model.family
+            record = {"scores": {name: fit["score"]}, "weights": {name: 1.0}, "chosen": name, **fit}
+        record = {
+            "decision": len(self.decisions),
+            "n_train": len(self.ok_measurements()),
+            "model_kind": self.config.model.family,
+            **record,
+        }
+        self.journal.log_event("model", **record)
+        message = flag_message(record)
+        if message is not None and message.split(":")[-1] != self._calibration_said:
+            log.warning("model %s, %d points: %s", record["chosen"], record["n_train"], message)
+        elif message is None and self._calibration_said:
+            log.info("model %s, %d points: calibrated again", record["chosen"], record["n_train"])
+        self._calibration_said = message.split(":")[-1] if message else None
+        self._publish("model", **record)
+
     def checkpoint_model(self, decision: int, state: bytes) -> DKLModel:
         """The scalar's model fitted behind ``decision``, rebuilt from its checkpoint
         ``state`` (the journal's ``checkpoints``) without any training: the checkpoint's
         weights conditioned on the measurements that fit saw (the first ``n_train``
         successful ones). The learner's own state is restored afterwards."""
-        learner = self.learner
-        saved = learner.state_bytes(), learner.refit_iterations, learner.full_refit_every
+        saved = self.learner.state_bytes()
         try:
-            learner.load_state_bytes(state)
-            learner.refit_iterations, learner.full_refit_every = 0, 0
-            return self.fit_outputs(self.decisions[decision].n_train)["scalar"]
+            self.learner.load_state_bytes(state)
+            with self.learner.frozen():
+                return self.fit_outputs(self.decisions[decision].n_train)["scalar"]
         finally:
-            learner.load_state_bytes(saved[0])
-            learner.refit_iterations, learner.full_refit_every = saved[1], saved[2]
+            self.learner.load_state_bytes(saved)
 
-    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, *, observation_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Refit on all measurements; the scalar's predicted mean and std at every candidate,
-        each (N,). The learner's state is restored afterwards, so a later decision is
+        each (N,): the std of the noise-free scalar, or with ``observation_noise`` that of a
+        measurement. The learner's state is restored afterwards, so a later decision is
         unaffected."""
-        return self.predict_outputs()["scalar"]
+        return self.predict_outputs(observation_noise=observation_noise)["scalar"]
 
-    def predict_outputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def predict_outputs(
+        self, *, observation_noise: bool = False
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """As `predict`, for every output by name (`output_names`); NaN for an output with
         fewer than 2 finite values measured."""
         saved = self.learner.state_bytes()
@@ -588,7 +617,9 @@ class Campaign:
             self.learner.load_state_bytes(saved)
         nan = np.full(len(self.candidates), math.nan)
         return {
-            name: posterior_mean_std(outputs[name], self.candidates)
+            name: posterior_mean_std(
+                outputs[name], self.candidates, observation_noise=observation_noise
+            )
             if name in outputs
             else (nan, nan.copy())
             for name in self.output_names
@@ -796,27 +827,6 @@ def _check_same_instrument(journaled: InstrumentDescription, now: InstrumentDesc
             )
 
 
-def _learner(config: Config, in_dim: int, network: nn.Module | None) -> DKLLearner:
-    m = config.model
-    return DKLLearner(
-        in_dim,
-        network=network,
-        freeze_network=m.input == "frozen_encoder",
-        hidden=m.hidden,
-        feature_dim=m.feature_dim,
-        kernel=m.kernel,
-        noise_floor=m.noise_floor,
-        first_fit_iterations=m.first_fit_iterations,
-        refit_iterations=m.refit_iterations,
-        full_refit_every=m.full_refit_every,
-        train_subset=m.train_subset,
-        learning_rate=m.learning_rate,
-        weight_decay=m.weight_decay,
-        passthrough=2 if m.input == "patches_and_position" else 0,
-        seed=config.seed,
-    )
-
-
 def _embedding(
     config: Config,
     patches: np.ndarray,
@@ -860,34 +870,6 @@ def _embedding(
     if path is not None:
         embedding.save(path)
     return embedding
-
-
-def _model_inputs(
-    model: ModelConfig,
-    patches: np.ndarray,
-    positions: np.ndarray,
-    embedding: ModelEmbedding | None,
-) -> tuple[torch.Tensor, nn.Module | None]:
-    """The DKL's candidate inputs and its network (None: a fresh MLP) for ``model.input``, from
-    the standardised candidate ``patches`` (N, size, size) and their ``positions`` (N, 2)."""
-    xy = _standardised(torch.as_tensor(positions, dtype=torch.float64))
-    if model.input == "coordinates":
-        return xy, nn.Identity()
-    flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
-    if model.input == "patches":
-        return flat, None
-    if model.input == "patches_and_position":  # the learner passes the last 2 columns through
-        return torch.cat([flat, xy], dim=1), None
-    assert embedding is not None  # the config checks this
-    if model.input == "latents":
-        z = embedding.encode(patches[:, None].astype(np.float32)).z_loc
-        return _standardised(torch.as_tensor(z, dtype=torch.float64)), nn.Identity()
-    return flat, embedding.feature_extractor()
-
-
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    """Each column of ``x`` (N x k) to mean 0 and standard deviation 1."""
-    return (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
 
 
 def check_config_against(config: Config, description: InstrumentDescription) -> None:

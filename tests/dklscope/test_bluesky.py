@@ -5,8 +5,10 @@ spectrum detector). Nothing of bluesky is mocked."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +270,16 @@ def test_dklscope_does_not_import_bluesky():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_readme_example_runs_a_campaign_in_a_run_engine(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text("utf-8"), re.S)
+    (example,) = [b for b in blocks if "dkl_campaign(agent" in b]
+    monkeypatch.chdir(root)  # it reads configs/quickstart.yaml
+    namespace: dict = {"print": lambda *args: None}
+    exec(compile(example, "README.md", "exec"), namespace)
+    agent, documents = namespace["agent"], namespace["documents"]
+    assert len(agent.told) == 30
+    assert [name for name, _ in documents].count("event") == 30
+    assert agent.best()[2] == max(value for _, value in agent.told)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +162,16 @@ def test_a_hung_device_times_out_and_the_backend_answers_again(run_engine):
     with pytest.raises(TimeoutError, match=r"acquire: no answer from the devices in 0\.21 s"):
         hung.acquire(0.01)
     assert hung.move_probe(2.0, 3.0) == pytest.approx((2.0, 3.0))
+
+
+def test_the_readme_example_serves_simulated_devices_that_pass_every_check():
+    readme = Path(__file__).resolve().parents[2] / "drivers" / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+    (example,) = [b for b in blocks if "OphydAsyncBackend(" in b]
+    serve = 'DriverServer(backend, "tcp://127.0.0.1:5555").serve_forever()\n'
+    assert example.endswith(serve)
+    namespace: dict = {}
+    exec(compile(example.removesuffix(serve), str(readme), "exec"), namespace)
+    with DriverServer(namespace["backend"], "tcp://127.0.0.1:0") as server:
+        results = run_checks(server.endpoint, timeout_s=10.0)
+    assert [r for r in results if not r.passed] == []

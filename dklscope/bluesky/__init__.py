@@ -9,6 +9,13 @@ devices, is `dklscope.drivers.ophyd_async`.
 
 from __future__ import annotations
 
+try:
+    import bluesky  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"dklscope.bluesky needs the bluesky extra: pip install 'dklscope[bluesky]' ({exc})"
+    ) from None
+
 from .agent import AgentDecision, DKLAgent
 from .plans import DKL_FIELDS, DecisionReadable, dkl_campaign
 

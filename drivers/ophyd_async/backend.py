@@ -223,7 +223,11 @@ async def _readback(motor: Any) -> float:
 
 
 def _bluesky_loop() -> asyncio.AbstractEventLoop | None:
-    """bluesky's event loop (a `RunEngine` creates and runs it), or None."""
-    from bluesky.run_engine import get_bluesky_event_loop
+    """bluesky's event loop (a `RunEngine` creates and runs it), or None (also without
+    bluesky: then the backend needs ``loop=``)."""
+    try:
+        from bluesky.run_engine import get_bluesky_event_loop
+    except ImportError:
+        return None
 
     return get_bluesky_event_loop()

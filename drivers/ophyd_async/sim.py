@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+try:
+    import ophyd_async  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dklscope.drivers.ophyd_async.sim needs ophyd-async: pip install 'dklscope[bluesky]' "
+        f"({exc})"
+    ) from None
 from ophyd_async.core import (
     Array1D,
     AsyncStatus,

@@ -283,3 +283,26 @@ def test_the_readme_example_runs_a_campaign_in_a_run_engine(monkeypatch):
     assert len(agent.told) == 30
     assert [name for name, _ in documents].count("event") == 30
     assert agent.best()[2] == max(value for _, value in agent.told)
+
+
+def test_without_the_extra_the_bluesky_modules_say_how_to_install_it():
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('bluesky', 'ophyd_async', 'bluesky_adaptive'):\n"
+        "            raise ImportError(f'No module named {name!r} (blocked)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import dklscope.drivers.ophyd_async\n"  # the backend itself imports neither
+        "for name in ('dklscope.bluesky', 'dklscope.drivers.ophyd_async.sim'):\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "    except ImportError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all("pip install 'dklscope[bluesky]'" in line for line in lines)

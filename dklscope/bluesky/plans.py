@@ -92,6 +92,7 @@ def dkl_campaign(
     spectrum: str | None = None,
     scalar_field: str | None = None,
     geometry: StageGeometry | None = None,
+    dwell: Any | None = None,
     readables: tuple[Any, ...] = (),
     prefix: str = "dkl",
     md: dict[str, Any] | None = None,
@@ -101,7 +102,9 @@ def dkl_campaign(
 
     ``x_motor``, ``y_motor``: movables; ``geometry`` maps the agent's pixels to their
     positions (default: the agent's own `geometry`, which is motors in pixels unless given).
-    ``detector``: triggered, then read with the motors and ``readables`` into each event.
+    ``detector``: triggered, then read with the motors and ``readables`` into each event;
+    ``dwell`` (a movable, e.g. the detector's ``acquire_time``, seconds) is set to the config's
+    ``dwell_s`` at the start when given.
     The scalar is ``float(reading[scalar_field])`` when ``scalar_field`` names a field of the
     reading; otherwise ``agent.scalarize`` of the spectrum field ``spectrum`` (default: the
     reading's only one-dimensional array field). The agent is told each scalar before it is
@@ -121,6 +124,7 @@ def dkl_campaign(
         "num_points": n_steps,
         "num_intervals": max(n_steps - 1, 0),
         "plan_args": {"n_steps": n_steps, "spectrum": spectrum, "scalar_field": scalar_field},
+        "dwell_s": agent.config.dwell_s if dwell is not None else None,
         "hints": {"dimensions": [([names[0]], "primary"), ([names[1]], "primary")]},
         "dklscope": {
             "config": agent.config.to_dict(),
@@ -137,9 +141,11 @@ def dkl_campaign(
         **(md or {}),
     }
 
-    @bpp.stage_decorator([detector])
+    @bpp.stage_decorator([detector, x_motor, y_motor])
     @bpp.run_decorator(md=_md)
     def inner() -> Generator[Msg, Any, None]:
+        if dwell is not None:
+            yield from bps.mv(dwell, agent.config.dwell_s)
         for _ in range(n_steps):
             before = len(agent.decisions)
             if len(agent.ask(1)) == 0:

@@ -84,9 +84,12 @@ class OphydAsyncBackend:
     ``detector.read()``, or the signal itself (its ``name``). ``dwell``, a writable signal in
     seconds (an ophyd-async detector's ``acquire_time``), is set before each exposure when
     given. ``geometry`` maps pixels to motor positions (default: motors in the description's
-    ``pixel_units``, 0 at pixel (0, 0)). ``loop`` is the event loop the devices were connected
-    in (default: bluesky's, see the module docstring); every device call waits at most
-    ``timeout_s`` seconds (plus the dwell for an acquisition).
+    ``pixel_units``, 0 at pixel (0, 0)). ``shutter``, ``(device, closed, open)``: a movable
+    (a beam blanker, a shutter) and its two values; given, the backend has ``blank()``, which
+    the server's dead-man switch calls when the campaign falls silent, and the next move opens
+    it again. ``loop`` is the event loop the devices were connected in (default: bluesky's,
+    see the module docstring); every device call waits at most ``timeout_s`` seconds (plus
+    the dwell for an acquisition).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class OphydAsyncBackend:
         spectrum: str | Any,
         dwell: Any | None = None,
         geometry: StageGeometry | None = None,
+        shutter: tuple[Any, Any, Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         timeout_s: float = 30.0,
     ) -> None:
@@ -111,8 +115,13 @@ class OphydAsyncBackend:
             missing = [m for m in needs if not callable(getattr(device, m, None))]
             if missing:
                 raise TypeError(f"OphydAsyncBackend: {role} {device!r} has no {missing[0]}()")
-        if dwell is not None and not callable(getattr(dwell, "set", None)):
-            raise TypeError(f"OphydAsyncBackend: dwell {dwell!r} is not a writable signal")
+        for role, device in (("dwell", dwell), ("shutter", shutter and shutter[0])):
+            if device is not None and not callable(getattr(device, "set", None)):
+                raise TypeError(f"OphydAsyncBackend: {role} {device!r} has no set()")
+        self.shutter = shutter
+        self.blanked = False
+        if shutter is not None:
+            self.blank = self._blank  # the dead-man switch's hook, only with a shutter
         self.x, self.y, self.detector, self.dwell = x, y, detector, dwell
         self.description = description
         self.geometry = geometry or StageGeometry.from_description(description)
@@ -174,9 +183,24 @@ class OphydAsyncBackend:
 
         async def move() -> tuple[float, float]:
             await asyncio.gather(self.x.set(mx), self.y.set(my))
+            if self.blanked and self.shutter is not None:
+                await self.shutter[0].set(self.shutter[2])
             return await self._where()
 
-        return self._run(move, self.timeout_s, f"move to ({x:g}, {y:g}) px")
+        where = self._run(move, self.timeout_s, f"move to ({x:g}, {y:g}) px")
+        self.blanked = False
+        return where
+
+    def _blank(self) -> None:
+        """Close the shutter (``shutter``'s closed value); the next move opens it."""
+        assert self.shutter is not None
+        device, closed, _ = self.shutter
+
+        async def close() -> None:
+            await device.set(closed)
+
+        self._run(close, self.timeout_s, "blank")
+        self.blanked = True
 
     def acquire(self, dwell_s: float) -> Acquisition:
         async def expose() -> tuple[dict[str, Any], tuple[float, float]]:

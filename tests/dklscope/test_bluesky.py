@@ -4,6 +4,7 @@ spectrum detector). Nothing of bluesky is mocked."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import subprocess
@@ -147,13 +148,15 @@ def test_a_20_step_campaign_in_a_run_engine_documents_every_position_and_scalar(
     run_engine, microscope
 ):
     scope, sim, twin = microscope
-    cfg = config(seed=0, seeds=8, steps=12)
+    cfg = dataclasses.replace(config(seed=0, seeds=8, steps=12), dwell_s=0.02)
     description = scope.describe()
     agent = DKLAgent.for_instrument(cfg, description, scope.get_overview(), geometry=sim.geometry)
     docs = []
     token = run_engine.subscribe(lambda name, doc: docs.append((name, doc)))
     try:
-        (uid,) = run_engine(dkl_campaign(agent, sim.x, sim.y, sim.detector, 20))
+        (uid,) = run_engine(
+            dkl_campaign(agent, sim.x, sim.y, sim.detector, 20, dwell=sim.detector.acquire_time)
+        )
     finally:
         run_engine.unsubscribe(token)
 
@@ -183,7 +186,7 @@ def test_a_20_step_campaign_in_a_run_engine_documents_every_position_and_scalar(
         )
         # The spectrum and the scalar are the simulator's there.
         twin.move_probe(decision.x, decision.y)
-        truth = twin.acquire(0.05).spectrum
+        truth = twin.acquire(0.02).spectrum  # the config's dwell, which the plan set
         np.testing.assert_array_equal(data["scope-det-spectrum"], truth)
         assert data["dkl_scalar"] == pytest.approx(float(scalarizer(truth, axis)), rel=1e-6)
         assert told == data["dkl_scalar"]

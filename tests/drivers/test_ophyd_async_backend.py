@@ -16,7 +16,7 @@ pytest.importorskip("bluesky")
 pytest.importorskip("ophyd_async")
 
 from bluesky import RunEngine
-from ophyd_async.core import init_devices
+from ophyd_async.core import init_devices, soft_signal_rw
 
 from dklscope.drivers import DriverServer, MicroscopeClient
 from dklscope.drivers.conformance import CHECKS, run_checks
@@ -175,3 +175,25 @@ def test_the_readme_example_serves_simulated_devices_that_pass_every_check():
     with DriverServer(namespace["backend"], "tcp://127.0.0.1:0") as server:
         results = run_checks(server.endpoint, timeout_s=10.0)
     assert [r for r in results if not r.passed] == []
+
+
+def test_a_shutter_is_the_dead_man_switch_and_the_next_move_opens_it(run_engine):
+    with init_devices():
+        shutter = soft_signal_rw(str, "open", name="shutter")
+    backend, _, _ = make_backend(run_engine, shutter=(shutter, "closed", "open"))
+    with DriverServer(backend, "tcp://127.0.0.1:0") as server:
+        with MicroscopeClient(server.endpoint, timeout_s=5.0) as client:
+            assert "blank" in client.hello()["capabilities"]
+    backend.blank()
+    assert backend.blanked
+    assert _value(shutter) == "closed"
+    backend.move_probe(2.0, 2.0)
+    assert _value(shutter) == "open" and not backend.blanked
+    plain, _, _ = make_backend(run_engine)
+    assert not hasattr(plain, "blank")  # no shutter: the server has no hook to call
+
+
+def _value(signal):
+    from bluesky.run_engine import call_in_bluesky_event_loop
+
+    return call_in_bluesky_event_loop(signal.get_value(), timeout=5.0)

@@ -204,7 +204,27 @@ class DKLAgent:
             raise ValueError("predict: fewer than 2 finite values told")
         return posterior_mean_std(model, self.candidates)
 
+    def stop_reason(self, *, budget: bool = True) -> str | None:
+        """Why the config says stop now, or None: ``stop.target`` reached, every candidate
+        asked and told, or (with ``budget``) ``budget.seed_points + budget.steps`` values told.
+        (``stop.max_std`` and the wall-clock and dose budgets are the runner's, not the
+        agent's.)"""
+        target, best = self.config.stop.target, self.best()
+        if target is not None and best is not None and best[2] >= target:
+            return f"target {target:g} reached: {best[2]:g} at ({best[0]:g}, {best[1]:g}) px"
+        if self.taken.all() and not self.pending:
+            return "every candidate measured"
+        planned = self.config.budget.seed_points + self.config.budget.steps
+        if budget and len(self.told) >= planned:
+            return f"budget of {planned} measurements told"
+        return None
+
     # -- bluesky-adaptive's Optimizer protocol --------------------------------------------------
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """bluesky-adaptive's stopping criterion: `stop_reason`, budget included."""
+        reason = self.stop_reason()
+        return reason is not None, reason
 
     def suggest(self, num_points: int | None = None) -> list[dict[str, Any]]:
         """``num_points`` (default 1) suggestions ``{names[0]: x, names[1]: y, "_id": k}``, the

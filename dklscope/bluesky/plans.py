@@ -13,6 +13,8 @@ prediction and the acquisition value there), so whatever the RunEngine's subscri
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import time
 from collections.abc import Generator
@@ -25,6 +27,8 @@ from bluesky.utils import Msg
 
 from ..drivers.ophyd_async.backend import StageGeometry
 from .agent import AgentDecision, DKLAgent
+
+log = logging.getLogger(__name__)
 
 #: The fields each event gets from the campaign, under the plan's ``prefix`` (``dkl_x`` ...).
 DKL_FIELDS = (
@@ -87,7 +91,7 @@ def dkl_campaign(
     x_motor: Any,
     y_motor: Any,
     detector: Any,
-    n_steps: int,
+    n_steps: int | None = None,
     *,
     spectrum: str | None = None,
     scalar_field: str | None = None,
@@ -97,8 +101,10 @@ def dkl_campaign(
     prefix: str = "dkl",
     md: dict[str, Any] | None = None,
 ) -> Generator[Msg, Any, None]:
-    """Measure ``n_steps`` points chosen by ``agent``, in one run (fewer when the agent runs
-    out of candidates).
+    """Measure ``n_steps`` points chosen by ``agent``, in one run; by default as many as the
+    config's budget (``budget.seed_points + budget.steps`` told, counting what the agent was
+    told before). Either way the run ends early once ``stop.target`` is reached or no
+    candidate is left (`DKLAgent.stop_reason`, logged).
 
     ``x_motor``, ``y_motor``: movables; ``geometry`` maps the agent's pixels to their
     positions (default: the agent's own `geometry`, which is motors in pixels unless given).
@@ -110,7 +116,7 @@ def dkl_campaign(
     reading's only one-dimensional array field). The agent is told each scalar before it is
     asked for the next point; a NaN scalar is recorded and never fitted.
     """
-    if n_steps < 0:
+    if n_steps is not None and n_steps < 0:
         raise ValueError(f"dkl_campaign: n_steps must be >= 0, got {n_steps}")
     if spectrum is not None and scalar_field is not None:
         raise ValueError("dkl_campaign: give spectrum or scalar_field, not both")
@@ -122,7 +128,6 @@ def dkl_campaign(
         "detectors": [str(getattr(detector, "name", detector))],
         "motors": names,
         "num_points": n_steps,
-        "num_intervals": max(n_steps - 1, 0),
         "plan_args": {"n_steps": n_steps, "spectrum": spectrum, "scalar_field": scalar_field},
         "dwell_s": agent.config.dwell_s if dwell is not None else None,
         "hints": {"dimensions": [([names[0]], "primary"), ([names[1]], "primary")]},
@@ -146,10 +151,13 @@ def dkl_campaign(
     def inner() -> Generator[Msg, Any, None]:
         if dwell is not None:
             yield from bps.mv(dwell, agent.config.dwell_s)
-        for _ in range(n_steps):
+        for _ in range(n_steps) if n_steps is not None else itertools.count():
+            if (reason := agent.stop_reason(budget=n_steps is None)) is not None:
+                log.info("dkl_campaign stops: %s", reason)
+                break
             before = len(agent.decisions)
             if len(agent.ask(1)) == 0:
-                break  # every candidate measured
+                break  # every candidate asked (some not told)
             decision = agent.decisions[before]
             mx, my = geometry.to_motor(decision.x, decision.y)
             yield from bps.mv(x_motor, mx, y_motor, my)

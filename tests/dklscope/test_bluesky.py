@@ -205,21 +205,37 @@ def test_a_20_step_campaign_in_a_run_engine_documents_every_position_and_scalar(
     assert descriptor["data_keys"]["dkl_x"]["units"] == "px"
 
 
-def test_a_scalar_field_of_the_reading_can_be_the_scalar(run_engine, microscope):
+def test_a_scalar_field_can_be_the_scalar_and_the_budget_and_target_end_the_run(
+    run_engine, microscope
+):
     scope, sim, _ = microscope
-    agent = DKLAgent.for_instrument(
-        config(seeds=3), scope.describe(), scope.get_overview(), geometry=sim.geometry
-    )
-    docs = []
-    token = run_engine.subscribe(lambda name, doc: docs.append((name, doc)))
-    try:
-        run_engine(
-            dkl_campaign(agent, sim.x, sim.y, sim.detector, 3, scalar_field="scope-det-probe_x")
+
+    def run(cfg, n_steps):
+        agent = DKLAgent.for_instrument(
+            cfg, scope.describe(), scope.get_overview(), geometry=sim.geometry
         )
-    finally:
-        run_engine.unsubscribe(token)
-    events = [doc for name, doc in docs if name == "event"]
+        docs = []
+        token = run_engine.subscribe(lambda name, doc: docs.append((name, doc)))
+        try:
+            plan = dkl_campaign(
+                agent, sim.x, sim.y, sim.detector, n_steps, scalar_field="scope-det-probe_x"
+            )
+            run_engine(plan)
+        finally:
+            run_engine.unsubscribe(token)
+        return agent, [doc for name, doc in docs if name == "event"], docs[-1][1]
+
+    # n_steps None: the config's budget, 3 seeds + 2 steps.
+    agent, events, stop = run(config(seeds=3, steps=2), None)
     assert [e["data"]["dkl_scalar"] for e in events] == [d.x for d in agent.decisions]
+    assert len(events) == 5 and stop["exit_status"] == "success"
+    assert agent.should_stop() == (True, "budget of 5 measurements told")
+    # stop.target: the run ends at the first scalar (here the probe's x) at least as large.
+    cfg = dataclasses.replace(config(seeds=3), stop=dataclasses.replace(config().stop, target=5))
+    agent, events, _ = run(cfg, 20)
+    xs = [e["data"]["dkl_scalar"] for e in events]
+    assert xs[-1] >= 5 and all(x < 5 for x in xs[:-1])
+    assert agent.stop_reason().startswith("target 5 reached")
 
 
 def test_bluesky_adaptives_optimize_plan_runs_the_agent(run_engine, microscope):

@@ -59,7 +59,8 @@ class DKLAgent:
     """A DKL campaign's decisions without its instrument: ``ask`` where, ``tell`` what.
 
     ``config`` is a campaign config (its ``patches``, ``model``, ``policy``, ``scalarizer``,
-    ``budget.seed_points`` and ``seed`` are used; ``instrument`` and ``runner`` are not).
+    ``budget``, ``stop.target``, ``dwell_s`` and ``seed`` are used; ``instrument``,
+    ``runner`` and ``predict`` are not: the agent learns the one scalar).
     ``overview`` ``(rows, cols)`` is the image whose patches are the candidates, one per
     ``patches.stride`` pixels. ``axis`` ``(channels,)`` is the spectral axis that `scalarize`
     reads spectra on (needed only for it). ``description`` (optional) is the instrument's:

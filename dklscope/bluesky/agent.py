@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..campaign import _learner, _model_inputs, check_config_against
+from ..campaign import check_config_against
 from ..config import Config, ConfigError
-from ..dkl import DKLLearner, members, posterior_mean_std
+from ..dkl import members, posterior_mean_std
 from ..drivers import InstrumentDescription
 from ..drivers.ophyd_async.backend import StageGeometry
+from ..model_family import Learner, build_learner, model_inputs
 from ..patches import grid_patches
 from ..policies import Policy, PolicyState, build_policy, decide
 from ..scalarizers import Scalarizer, build_scalarizer, check_scalarizer
@@ -82,7 +83,7 @@ class DKLAgent:
         description: InstrumentDescription | None = None,
         policy: Policy | None = None,
         scalarizer: Scalarizer | None = None,
-        learner: DKLLearner | None = None,
+        learner: Learner | None = None,
         names: tuple[str, str] = ("x", "y"),
         outcome: str = "scalar",
         geometry: StageGeometry | None = None,
@@ -115,9 +116,12 @@ class DKLAgent:
         # As the campaign does: standardised with the whole overview's statistics.
         scaled = (self.patches.data - overview.mean()) / (overview.std() or 1.0)
         self.positions = np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float)
-        self.candidates, network = _model_inputs(config.model, scaled, self.positions, None)
+        inputs, network = model_inputs(config.model, scaled, self.positions, None)
+        self.candidates = inputs.tensor
         self.policy: Policy = policy or build_policy(config.policy)
-        self.learner = learner or _learner(config, self.candidates.shape[1], network)
+        self.learner: Learner = learner or build_learner(
+            config.model, inputs, network, seed=config.seed
+        )
         self.names, self.outcome = names, outcome
         self.geometry = geometry or StageGeometry()
         self.decisions: list[AgentDecision] = []

@@ -210,7 +210,8 @@ class PatchConfig:
 
 
 CANDIDATE_KINDS = ("gp-structure-xy", "gp-xy", "gp-structure")  # auto's default candidates
-AUTO_CANDIDATES = (*CANDIDATE_KINDS, "dkl-ensemble", "bayesian-dkl")  # auto may choose these
+LATENT_KINDS = ("gp-latents-xy", "gp-latents")  # and with an embedding, these too
+AUTO_CANDIDATES = (*CANDIDATE_KINDS, *LATENT_KINDS, "dkl-ensemble", "bayesian-dkl")
 
 
 @dataclass(frozen=True)
@@ -220,9 +221,10 @@ class ModelConfig:
 
     # Which model (`dklscope.model_family`): ``auto`` (the default) scores the ``candidates``
     # at every refit by their leave-one-out predictive density on the measured points and uses
-    # the best; ``gp-xy`` a GP on the probe position; ``gp-structure`` a GP on the structure
-    # features (the embedding's latents with an ``embedding:``, else the patches' leading
-    # principal components); ``gp-structure-xy`` both in one kernel; ``dkl`` deep kernel
+    # the best; ``gp-xy`` a GP on the probe position; ``gp-structure`` a GP on the patches'
+    # leading principal components; ``gp-latents`` on the embedding's latents (needs an
+    # ``embedding:``); ``gp-structure-xy``, ``gp-latents-xy`` either with the position in one
+    # kernel; ``dkl`` deep kernel
     # learning, a network's features of the patches (``input`` says which); ``dkl-ensemble``
     # ``ensemble_size`` such networks with a GP each, their mixture the prediction;
     # ``bayesian-dkl`` one network whose last layer is inferred by variational Bayes (Pyro),
@@ -234,13 +236,17 @@ class ModelConfig:
             "gp-xy",
             "gp-structure",
             "gp-structure-xy",
+            "gp-latents",
+            "gp-latents-xy",
             "dkl",
             "dkl-ensemble",
             "bayesian-dkl",
         ]
         | None
     ) = None
-    candidates: tuple[str, ...] = CANDIDATE_KINDS  # auto: the models it chooses among
+    # auto: the models it chooses among; by default CANDIDATE_KINDS, and LATENT_KINDS too
+    # when the config has an embedding
+    candidates: tuple[str, ...] = CANDIDATE_KINDS
     structure_dim: int = 4  # principal components of the patches, without an embedding
     ensemble_size: int = 4  # dkl-ensemble: members; bayesian-dkl: draws of the last layer
     # kind dkl: what the GP's network sees: the raw patches through a fresh MLP (``patches``,
@@ -650,6 +656,15 @@ class Config:
                 _NAME.fullmatch(name) is not None and name != "scalar",
                 f"predict.{name}",
                 "a name is letters, digits, '_' or '-', starting with a letter, not 'scalar'",
+            )
+        latent = {"gp-latents", "gp-latents-xy"}
+        if self.embedding.kind == "none" and self.model.family in latent:
+            raise ConfigError("model.kind", f"{self.model.family!r} needs an embedding")
+        if self.embedding.kind == "none" and self.model.family == "auto":
+            _check(
+                not latent & set(self.model.candidates),
+                "model.candidates",
+                "gp-latents and gp-latents-xy need an embedding: set embedding.kind",
             )
         _check(
             self.model.family != "dkl"

@@ -3,13 +3,15 @@
 Every model is a Gaussian process over some view of a candidate:
 
 - ``gp-xy``: the probe position alone: spatial smoothness, blind to structure.
-- ``gp-structure``: the patch's structure features: the embedding's latents when the config has
-  an ``embedding:`` (a VAE trained on every patch, measured or not), otherwise the leading
-  principal components of the patches (`principal_components`: the linear embedding).
-- ``gp-structure-xy``: both, in one product kernel with a lengthscale per feature: the GP is
-  sure only where a measured point is near in structure *and* in place, and as the marginal
-  likelihood stretches the lengthscales of what does not matter, it falls back on position
-  where structure says little, and on structure where position says little.
+- ``gp-structure``: the patch's structure features: its leading principal components
+  (`principal_components`: the linear embedding, trained on every patch, measured or not).
+- ``gp-latents``: the embedding's latents (a VAE trained on every patch, when the config has an
+  ``embedding:``), the non-linear structural embedding.
+- ``gp-structure-xy``, ``gp-latents-xy``: structure and position in one product kernel with a
+  lengthscale per feature: the GP is sure only where a measured point is near in structure
+  *and* in place, and as the marginal likelihood stretches the lengthscales of what does not
+  matter, it falls back on position where structure says little, and on structure where
+  position says little.
 - ``dkl``: a neural network's features of the patch (``model.input`` says which network and
   inputs), deep kernel learning as in `dklscope.dkl`.
 - ``dkl-ensemble``: ``model.ensemble_size`` such networks with a GP each, trained together on
@@ -18,15 +20,18 @@ Every model is a Gaussian process over some view of a candidate:
   prediction a mixture over draws of it (`dklscope.bayesian_dkl`).
 - ``auto`` (the default): the ``model.candidates`` above scored at every refit by their
   leave-one-out predictive density on the measured data; the best is used
-  (`dklscope.model_choice.AutoLearner`).
+  (`dklscope.model_choice.AutoLearner`). By default the GPs on position, principal components
+  and both, and with an embedding the GPs on its latents and on latents and position too: so
+  the VAE's embedding is used where it predicts the measured points better than the linear one.
 
 All of them see one candidate tensor (`ModelInputs`), whose columns hold the blocks they need;
-each model's network starts with `Columns`, which takes its own block.
+each model's network starts with `Columns`, which takes its own columns.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .bayesian_dkl import BayesianDKLLearner
+from .config import CANDIDATE_KINDS, LATENT_KINDS
 from .dkl import DKLLearner
 from .ensemble import EnsembleLearner
 
@@ -74,16 +80,16 @@ class Learner(Protocol):
 
 
 class Columns(nn.Module):
-    """``network`` on the columns ``start:stop`` of its input (``... x d`` -> ``... x k``);
-    without a network, the columns themselves (a GP on them)."""
+    """``network`` on the columns ``index`` of its input (``... x d`` -> ``... x k``); without
+    a network, the columns themselves (a GP on them)."""
 
-    def __init__(self, start: int, stop: int, network: nn.Module | None = None) -> None:
+    def __init__(self, index: Sequence[int], network: nn.Module | None = None) -> None:
         super().__init__()
-        self.start, self.stop = start, stop
+        self.register_buffer("index", torch.as_tensor(list(index), dtype=torch.long))
         self.network = network if network is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.network(x[..., self.start : self.stop])
+        return self.network(x.index_select(-1, self.index))
 
 
 @dataclass(frozen=True)
@@ -127,20 +133,22 @@ def model_inputs(
     flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
     if model.family == "dkl":
         return _dkl_inputs(model, patches, flat, xy, embedding)
+    columns = {
+        "structure": torch.as_tensor(
+            principal_components(patches, model.structure_dim), dtype=torch.float64
+        ),
+        "xy": xy,
+    }
     if embedding is not None:
         z = embedding.encode(patches[:, None].astype(np.float32)).z_loc
-        structure = standardised(torch.as_tensor(z, dtype=torch.float64))
-    else:
-        structure = torch.as_tensor(
-            principal_components(patches, model.structure_dim), dtype=torch.float64
-        )
-    k = structure.shape[1]
-    blocks = {"structure": (0, k), "xy": (k, k + 2)}
-    columns = [structure, xy]
+        columns["latents"] = standardised(torch.as_tensor(z, dtype=torch.float64))
     if {"dkl-ensemble", "bayesian-dkl"} & {model.family, *model.candidates}:
-        blocks["patches"] = (k + 2, k + 2 + flat.shape[1])
-        columns.append(flat)
-    return ModelInputs(torch.cat(columns, dim=1), blocks), None
+        columns["patches"] = flat
+    blocks, start = {}, 0
+    for name, block in columns.items():
+        blocks[name] = (start, start + block.shape[1])
+        start += block.shape[1]
+    return ModelInputs(torch.cat(list(columns.values()), dim=1), blocks), None
 
 
 def _dkl_inputs(
@@ -178,7 +186,10 @@ def build_learner(
         return _dkl_learner(model, inputs, network, seed)
     if model.family != "auto":
         return _candidate(model, inputs, model.family, seed)
-    learners = {name: _candidate(model, inputs, name, seed) for name in model.candidates}
+    candidates = model.candidates
+    if "latents" in inputs.blocks and candidates == CANDIDATE_KINDS:  # the default list
+        candidates = (*candidates, *LATENT_KINDS)
+    learners = {name: _candidate(model, inputs, name, seed) for name in candidates}
     return AutoLearner(learners, seed=seed)
 
 
@@ -192,12 +203,13 @@ def _network_learner(m: ModelConfig, inputs: ModelInputs, kind: str, seed: int) 
     """``model.ensemble_size`` DKL members, or a Bayesian DKL with as many draws of its last
     layer, on the patches block of ``inputs``."""
     start, stop = inputs.blocks["patches"]
+    index = range(start, stop)
     cls: type = EnsembleLearner if kind == "dkl-ensemble" else BayesianDKLLearner
     size = {"n_members" if kind == "dkl-ensemble" else "n_samples": m.ensemble_size}
     return cls(
         stop - start,
         **size,
-        network=Columns(start, stop),
+        network=Columns(index),
         hidden=m.hidden,
         feature_dim=m.feature_dim,
         kernel=m.kernel,
@@ -212,16 +224,13 @@ def _network_learner(m: ModelConfig, inputs: ModelInputs, kind: str, seed: int) 
 
 
 def _gp_learner(m: ModelConfig, inputs: ModelInputs, kind: str, seed: int) -> DKLLearner:
-    """A GP on the blocks ``kind`` names (``gp-xy``, ``gp-structure``, ``gp-structure-xy``),
-    which `model_inputs` lays out as ``structure`` then ``xy``."""
-    start, stop = {
-        "gp-xy": inputs.blocks["xy"],
-        "gp-structure": inputs.blocks["structure"],
-        "gp-structure-xy": (inputs.blocks["structure"][0], inputs.blocks["xy"][1]),
-    }[kind]
+    """A GP on the blocks ``kind`` names: ``gp-`` then ``xy``, ``structure``, ``latents``, or
+    one of the last two then ``-xy``."""
+    names = kind.removeprefix("gp-").split("-")
+    index = [i for name in names for i in range(*inputs.blocks[name])]
     return DKLLearner(
         inputs.tensor.shape[1],
-        network=Columns(start, stop),
+        network=Columns(index),
         kernel=m.kernel,
         noise_floor=m.noise_floor,
         first_fit_iterations=GP_FIRST_FIT_ITERATIONS,

@@ -109,9 +109,9 @@ def test_stacking_weights():
 
 def auto_learner(k_structure):
     candidates = {
-        "gp-structure-xy": Columns(0, k_structure + 2),
-        "gp-xy": Columns(k_structure, k_structure + 2),
-        "gp-structure": Columns(0, k_structure),
+        "gp-structure-xy": Columns(range(k_structure + 2)),
+        "gp-xy": Columns(range(k_structure, k_structure + 2)),
+        "gp-structure": Columns(range(k_structure)),
     }
     learners = {
         name: DKLLearner(

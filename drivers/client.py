@@ -16,8 +16,11 @@ import zmq
 
 from .backend import Acquisition
 from .protocol import (
+    FIELDS_SINCE_1_2,
     MAX_HEADER_BYTES,
-    PROTOCOL_VERSION,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    ErrorCode,
     InstrumentDescription,
     ProtocolError,
     decode,
@@ -75,6 +78,11 @@ class MicroscopeClient:
     ``heartbeat_s`` the client also heart-beats (from a thread with its own socket) and `hello`
     arms the server's dead-man switch: should the heartbeats stop, the server parks the beam.
     ``keys`` turns on CURVE encryption and authentication.
+
+    Versions: `hello` announces ``1.protocol_minor`` (default: the newest this client speaks;
+    an older one makes it behave as an older client: no ``park``, no dose fields) and the
+    client then speaks the older of the two minor versions (`protocol_minor_in_use`): `park`
+    is only sent to a server that has it.
     """
 
     def __init__(
@@ -86,7 +94,14 @@ class MicroscopeClient:
         retries: int = 2,
         heartbeat_s: float | None = None,
         keys: ClientKeys | None = None,
+        protocol_minor: int = PROTOCOL_MINOR,
     ) -> None:
+        if not (isinstance(protocol_minor, int) and 0 <= protocol_minor <= PROTOCOL_MINOR):
+            raise ValueError(
+                f"protocol_minor must be an integer in [0, {PROTOCOL_MINOR}], got "
+                f"{protocol_minor!r}"
+            )
+        self.protocol_minor = protocol_minor
         self.address = address
         self.timeout_s = timeout_s
         self.retries = retries
@@ -164,7 +179,7 @@ class MicroscopeClient:
         Also subscribes to the server's events and, with ``heartbeat_s``, arms its dead-man
         switch and starts heart-beating.
         """
-        args: dict[str, Any] = {"protocol": PROTOCOL_VERSION}
+        args: dict[str, Any] = {"protocol": f"{PROTOCOL_MAJOR}.{self.protocol_minor}"}
         if self.heartbeat_s is not None:
             args["heartbeat_s"] = self.heartbeat_s
         result, _ = self.call("hello", args)
@@ -184,9 +199,51 @@ class MicroscopeClient:
             self._beat_thread.start()
         return result
 
+    @property
+    def protocol_minor_in_use(self) -> int | None:
+        """The minor version both sides speak (the older of the two), known after `hello`."""
+        if self.server is None:
+            return None
+        minor = str(self.server.get("protocol", "")).partition(".")[2]
+        return min(int(minor), self.protocol_minor) if minor.isdigit() else 0
+
+    @property
+    def can_park(self) -> bool:
+        """Whether the server takes ``park`` (protocol 1.2), as far as `hello` said."""
+        minor = self.protocol_minor_in_use
+        return minor is not None and minor >= 2 and "park" in self.server.get("commands", {})  # type: ignore[union-attr]
+
     def describe(self) -> InstrumentDescription:
         result, _ = self.call("describe")
+        if self.protocol_minor < 2:  # an older client does not know the later fields
+            result = {k: v for k, v in result.items() if k not in FIELDS_SINCE_1_2}
         return InstrumentDescription.from_dict(result)
+
+    def park(self) -> dict[str, Any] | None:
+        """Move the probe to the instrument's safe position and blank the beam, as far as the
+        instrument can (protocol 1.2 ``park``); the next `move` or `measure` un-parks.
+
+        Returns the server's answer: ``action`` (``park``, ``blank`` or ``none``), ``moved``,
+        ``blanked``, ``reason``, ``state``, ``position``; None when the server speaks an older
+        protocol without ``park`` (nothing was sent, or it answered ``UNKNOWN_COMMAND``).
+        Sends `hello` first if it has not been sent.
+        """
+        if self.server is None:
+            self.hello()
+        if not self.can_park:
+            log.info("%s speaks protocol %s: it has no park", self.address, self._server_version())
+            return None
+        try:
+            result, _ = self.call("park")
+        except InstrumentError as exc:
+            if exc.code != ErrorCode.UNKNOWN_COMMAND:
+                raise
+            log.info("%s has no park: %s", self.address, exc)
+            return None
+        return result
+
+    def _server_version(self) -> str:
+        return str((self.server or {}).get("protocol", "unknown"))
 
     def get_overview(self, channel: str | None = None) -> np.ndarray:
         """The overview image (of ``channel``, default the first), shape (rows, cols), float32."""
@@ -426,6 +483,7 @@ def _float(value: Any) -> float:
 
 
 def _acquisition(result: dict[str, Any], spectrum: np.ndarray) -> Acquisition:
+    dose, total = result.get("dose"), result.get("dose_total")
     try:
         return Acquisition(
             spectrum=spectrum,
@@ -434,6 +492,8 @@ def _acquisition(result: dict[str, Any], spectrum: np.ndarray) -> Acquisition:
             y=_float(result["y"]),
             timestamp=_float(result["timestamp"]),
             seq=None if result.get("seq") is None else int(result["seq"]),
+            dose=None if dose is None else float(dose),
+            dose_total=None if total is None else float(total),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed acquisition result {str(result)[:200]}") from exc

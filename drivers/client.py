@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # While waiting for a reply, look at the server's heartbeats (and at the call's own deadline)
 # at least this often, milliseconds.
 WAIT_SLICE_MS = 100
+# With heartbeats on, the server counts as lost after this many intervals without any reply
+# (and at least LOST_AFTER_MIN_S) while no call is under way: `MicroscopeClient.server_lost`.
+LOST_AFTER_BEATS = 5
+LOST_AFTER_MIN_S = 1.0
 _RCVTIMEO = int(zmq.RCVTIMEO)  # plain ints: pyzmq's option enums cost microseconds a call
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -77,6 +81,7 @@ class MicroscopeClient:
     is given up on after two heartbeat intervals rather than the full timeout. With
     ``heartbeat_s`` the client also heart-beats (from a thread with its own socket) and `hello`
     arms the server's dead-man switch: should the heartbeats stop, the server parks the beam.
+    The other way round, `server_lost` says when the server has stopped answering them.
     ``keys`` turns on CURVE encryption and authentication.
 
     Versions: `hello` announces ``1.protocol_minor`` (default: the newest this client speaks;
@@ -120,6 +125,8 @@ class MicroscopeClient:
         self.server: dict[str, Any] | None = None  # the last hello reply
         self._beating = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        self._last_heard = time.monotonic()  # the last reply of any kind, from any thread
+        self._calls = 0  # calls under way (their own timeouts watch the server meanwhile)
 
     def _connect(self, kind: int, address: str) -> zmq.Socket:
         socket = self._context.socket(kind)
@@ -193,11 +200,28 @@ class MicroscopeClient:
             self._events_heartbeat_s = float(result["heartbeat_s"])
             self._last_event = self._next_drain = time.monotonic()
         if self.heartbeat_s is not None and self._beat_thread is None:
+            self._last_heard = time.monotonic()
             self._beat_thread = threading.Thread(
                 target=self._heartbeat_loop, name="MicroscopeClient-heartbeat", daemon=True
             )
             self._beat_thread.start()
         return result
+
+    @property
+    def server_lost(self) -> str | None:
+        """Why the server counts as lost, or None: with ``heartbeat_s``, after `hello`, no
+        reply (to a heartbeat or anything else) for ``LOST_AFTER_BEATS`` heartbeat intervals
+        (at least ``LOST_AFTER_MIN_S``) while no call is under way. Safe from any thread; a
+        server that answers again is no longer lost."""
+        if self.heartbeat_s is None or self._beat_thread is None or self._calls:
+            return None
+        silent = time.monotonic() - self._last_heard
+        if silent <= max(LOST_AFTER_BEATS * self.heartbeat_s, LOST_AFTER_MIN_S):
+            return None
+        return (
+            f"{self.address} has not answered for {silent:.3g} s "
+            f"(heartbeats every {self.heartbeat_s:g} s)"
+        )
 
     @property
     def protocol_minor_in_use(self) -> int | None:
@@ -337,6 +361,20 @@ class MicroscopeClient:
         n_arrays: int | None = 1,
     ) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
         """Send one request; yield ``(result, arrays)`` per reply until one says no ``more``."""
+        self._calls += 1
+        try:
+            yield from self._stream_replies(command, args, timeout_s, n_arrays=n_arrays)
+        finally:
+            self._calls -= 1
+
+    def _stream_replies(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout_s: float | None,
+        *,
+        n_arrays: int | None,
+    ) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
         if self._rehello and command != "hello":
             self._rehello = False
             self.hello()  # a new server process: learn its events address, re-arm the switch
@@ -372,6 +410,7 @@ class MicroscopeClient:
                 sent = self._send(message, wait_ms)  # same id: never executed twice
                 continue
             header, arrays = reply
+            self._last_heard = time.monotonic()
             if not header.get("ok"):
                 error = header.get("error") or {}
                 raise InstrumentError(
@@ -472,8 +511,9 @@ class MicroscopeClient:
                     )
                 except zmq.Again:  # no server to take it: this beat is missed, as it should be
                     pass
-                while socket.poll(0):  # replies are only drained: the beat is what counts
-                    socket.recv_multipart()
+                while socket.poll(0):  # replies are drained: the beat is what counts to the
+                    socket.recv_multipart()  # server; a reply, that the server is there
+                    self._last_heard = time.monotonic()
         finally:
             socket.close()
 

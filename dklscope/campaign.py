@@ -19,6 +19,12 @@ decision number)``, so it too survives a restart.
 From another thread (a `dklscope.control.ControlServer`, a signal handler) a run can be paused
 (`request_pause`: the measurement under way is finished and journaled, then nothing is asked of
 the instrument until `resume`) and stopped (`request_stop`); `status` says where it stands.
+
+Whenever the campaign stops using the instrument (a pause, a stop, Ctrl-C, the end of its
+budget, an error, the instrument server's heartbeats lost) it parks the beam (protocol 1.2
+``park``: the probe to the instrument's safe position, the beam blanked, as the instrument can)
+and journals a ``parked`` event with the reason; the next move un-parks. The dose budget
+(``config.dose``, in the instrument's dose units) is enforced before every move.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ log = logging.getLogger(__name__)
 
 
 UNREACHABLE = "not moved"  # the error of a point that drift has taken out of the probe's reach
+DOSE_TOTAL_REACHED = "dose.total"  # how the stop reason of a spent dose budget begins
+HEARTBEAT_LOST = "lost heartbeat"  # how the stop reason of a silent instrument server begins
 
 
 class CampaignError(Exception):
@@ -311,7 +319,13 @@ class Campaign:
             "n_measurements": len(self.history),
             "n_decisions": len(self.decisions),
             "n_planned": self.n_planned,
-            "budget_left": budget_left(self.config, self.n_planned, self.history, self._run_s()),
+            "budget_left": budget_left(
+                self.config,
+                self.n_planned,
+                self.history,
+                self._run_s(),
+                dose_per_s=self.description.dose_per_s,
+            ),
         }
 
     def _run_s(self) -> float:
@@ -335,8 +349,42 @@ class Campaign:
             dose = sum(m.dwell_s for m in self.history)
             if dose + self.config.dwell_s > budget.dose_s * (1 + 1e-9):
                 return f"dose budget {budget.dose_s:g} s spent"
+        if (why := self._dose_refusal()) is not None:
+            return why
+        if self.client is not None and self.client.server_lost:
+            return f"{HEARTBEAT_LOST}: {self.client.server_lost}"
         if budget.wall_s is not None and self._run_s() >= budget.wall_s:
             return f"wall time {budget.wall_s:g} s spent"
+        return None
+
+    # -- dose ---------------------------------------------------------------------------------
+
+    @property
+    def dose_per_point(self) -> float | None:
+        """The dose one measurement delivers, in the instrument's ``dose_units``: ``dwell_s``
+        times the described ``dose_per_s``; None if the instrument keeps no dose account."""
+        per_s = self.description.dose_per_s
+        return None if per_s is None else self.config.dwell_s * per_s
+
+    def dose_delivered(self) -> float | None:
+        """The dose of every attempt journaled so far (failed ones too: a lost reply may still
+        have exposed), in ``dose_units``; None without a dose account."""
+        per_s = self.description.dose_per_s
+        return None if per_s is None else per_s * _exposed_s(self.history)
+
+    def _dose_refusal(self) -> str | None:
+        """Why the next measurement may not be made under ``config.dose.total``, or None.
+        Asked before every move (a retry's too), never after."""
+        total, per_point = self.config.dose.total, self.dose_per_point
+        if total is None or per_point is None:
+            return None
+        delivered = self.dose_delivered() or 0.0
+        if delivered + per_point > total * (1 + 1e-9):
+            units = self.description.dose_units
+            return (
+                f"{DOSE_TOTAL_REACHED} {total:g} {units} reached: {delivered:g} {units} "
+                f"delivered, the next point would add {per_point:g} {units}"
+            )
         return None
 
     # -- running ------------------------------------------------------------------------------
@@ -354,7 +402,9 @@ class Campaign:
         decision, attempt = self._queue.pop(0), 0
         while True:
             m = self._finish(self._submit(decision, attempt, None))
-            if m.status != "retried":
+            if m.status != "retried" or (why := self._dose_refusal()) is not None:
+                if m.status == "retried":
+                    self.stop_reason = why
                 return m
             attempt += 1
 
@@ -375,15 +425,65 @@ class Campaign:
         try:
             self._run_loop(on_step)
         except KeyboardInterrupt:  # a second Ctrl-C: the measurement under way abandoned
+            self._park("interrupted", "interrupted")
             self._stopped("interrupted")
             raise
         except BaseException as exc:
+            self._park("error", f"error: {exc}")
             self._stopped(f"error: {exc}", error=True)
             raise
         reason = self.stop_reason or "stopped"
+        self._park(self._park_reason(reason), reason)
         self._stopped(reason)
         log.info("campaign stopped: %s", reason)
         return reason
+
+    def _park_reason(self, stop_reason: str) -> str:
+        """Why the beam is parked at the end of a run, in a word: ``interrupted`` (Ctrl-C),
+        ``stop`` (asked to), ``heartbeat`` (the instrument server fell silent), ``error`` (a
+        failed measurement stopped it) or ``finished`` (budget, dose, target...)."""
+        if self._stop_requested is not None:
+            return "interrupted" if self._stop_requested == "interrupted" else "stop"
+        if stop_reason.startswith(HEARTBEAT_LOST):
+            return "heartbeat"
+        if stop_reason.startswith("measurement"):  # runner.on_failure: stop
+            return "error"
+        return "finished"
+
+    def _park(self, reason: str, detail: str) -> None:
+        """Park the beam (protocol 1.2 ``park``) and journal a ``parked`` event: ``reason`` in
+        a word (`_park_reason`, or ``pause``), ``detail`` the stop reason; ``action`` what was
+        done (``park``, ``blank``, ``none``: the instrument can do neither, ``unsupported``:
+        its server speaks an older protocol, ``failed``: with ``error``). Never raises: a
+        failure to park must not hide why the run ended."""
+        if self.client is None:
+            return
+        fields: dict[str, Any] = {"reason": reason, "detail": detail}
+        try:
+            result = self.client.park()
+        except Exception as exc:  # the server is gone, or the instrument failed to park
+            log.error("could not park the beam (%s): %s", reason, exc)
+            fields.update(action="failed", error=str(exc))
+        else:
+            if result is None:
+                log.warning(
+                    "the instrument's server has no park (protocol %s): the beam stays where it is",
+                    (self.client.server or {}).get("protocol"),
+                )
+                fields["action"] = "unsupported"
+            else:
+                fields.update(
+                    action=result.get("action"),
+                    moved=bool(result.get("moved")),
+                    blanked=bool(result.get("blanked")),
+                )
+                log.info("beam parked (%s): %s", reason, fields["action"])
+        fields["measurements"] = len(self.history)
+        try:
+            self.journal.log_event("parked", **fields)
+        except Exception:  # the journal's own failure is reported by what ends the run
+            log.exception("could not journal the parked event")
+        self._publish("parked", **fields)
 
     def _stopped(self, reason: str, *, error: bool = False) -> None:
         self._state = "stopped"
@@ -402,6 +502,9 @@ class Campaign:
                     if self._pause_requested and not self.stop_requested:
                         self._pause()
                     if retry is not None and not self.stop_requested:
+                        if (why := self._dose_refusal()) is not None:
+                            self.stop_reason = why  # the retry would take the dose over
+                            break
                         flight = self._submit(*retry, instrument)
                     else:
                         if self.done:
@@ -430,11 +533,13 @@ class Campaign:
         """Wait, asking nothing of the instrument, until `resume` or `request_stop`; journaled
         and published. The client's heartbeats go on from their own thread, so the driver's
         dead-man switch stays quiet. The pause counts neither towards ``budget.wall_s`` nor as
-        instrument idle time (the first request after it has ``idle_s`` None)."""
+        instrument idle time (the first request after it has ``idle_s`` None). The beam is
+        parked for the pause (journaled ``parked``); the next move un-parks it."""
         self._state = "paused"
         self.journal.log_event("paused", measurements=len(self.history))
         self._publish("paused", n_measurements=len(self.history))
         log.info("paused after %d measurements", len(self.history))
+        self._park("pause", "paused")  # the next move un-parks
         self._paused_since = started = time.monotonic()
         while self._pause_requested and not self.stop_requested:
             time.sleep(0.05)  # polled, not an Event: request_stop may come from a signal handler
@@ -765,21 +870,40 @@ class Campaign:
 
 
 def budget_left(
-    config: Config, n_planned: int, history: list[Measurement], run_s: float | None
+    config: Config,
+    n_planned: int,
+    history: list[Measurement],
+    run_s: float | None,
+    *,
+    dose_per_s: float | None = None,
 ) -> dict[str, float | int | None]:
     """What the budget still allows after ``history``: ``decisions`` (of the ``n_planned``,
-    those not yet measured to the end), ``dose_s`` (exposure, seconds; None: no dose budget)
-    and ``wall_s`` (seconds of this run, which has gone on for ``run_s`` seconds without its
-    pauses; None: no wall-time budget, or ``run_s`` not known)."""
+    those not yet measured to the end), ``dose_s`` (exposure, seconds; None: no dose budget),
+    ``wall_s`` (seconds of this run, which has gone on for ``run_s`` seconds without its
+    pauses; None: no wall-time budget, or ``run_s`` not known) and ``dose`` (of
+    ``config.dose.total``, in the instrument's dose units, whose ``dose_per_s`` is given;
+    None: no such budget, or ``dose_per_s`` not given)."""
     finished = {m.decision for m in history if m.status != "retried"}
     budget = config.budget
     dose = None if budget.dose_s is None else budget.dose_s - sum(m.dwell_s for m in history)
     wall = None if budget.wall_s is None or run_s is None else budget.wall_s - run_s
+    total = config.dose.total
+    exposed = _exposed_s(history)
+    dose_left = None if total is None or dose_per_s is None else total - dose_per_s * exposed
     return {
         "decisions": max(n_planned - len(finished), 0),
         "dose_s": None if dose is None else max(dose, 0.0),
         "wall_s": None if wall is None else max(wall, 0.0),
+        "dose": None if dose_left is None else max(dose_left, 0.0),
     }
+
+
+def _exposed_s(history: list[Measurement]) -> float:
+    """Seconds of exposure of every attempt in ``history`` that may have exposed: all but
+    those never moved to (drifted out of reach)."""
+    return sum(
+        m.dwell_s for m in history if not (m.error is not None and m.error.startswith(UNREACHABLE))
+    )
 
 
 def _warm_up(candidates: torch.Tensor) -> None:
@@ -876,6 +1000,24 @@ def check_config_against(config: Config, description: InstrumentDescription) -> 
     """Refuse, with a `ConfigError` naming the key, what this instrument cannot do."""
     if (why := description.check_dwell(config.dwell_s)) is not None:
         raise ConfigError("dwell_s", f"{why} of {description.name}")
+    if config.dose.limited:
+        if description.dose_per_s is None:
+            raise ConfigError(
+                "dose",
+                f"{description.name} keeps no dose account (it does not describe dose_units: "
+                "a driver before protocol 1.2?), so a dose budget cannot be enforced; remove "
+                "it, or budget seconds of exposure with budget.dose_s",
+            )
+        per_point = config.dwell_s * description.dose_per_s
+        limit = config.dose.per_point
+        if limit is not None and per_point > limit * (1 + 1e-9):
+            units = description.dose_units
+            raise ConfigError(
+                "dose.per_point",
+                f"a point of dwell_s {config.dwell_s:g} s delivers {per_point:g} {units} on "
+                f"{description.name}, over the {limit:g} {units} allowed: shorten dwell_s "
+                f"to at most {limit / description.dose_per_s:g} s",
+            )
     axis = description.spectral_axis
     check_scalarizer(config.scalarizer, axis.values(), axis.units)
     for name, scalarizer in config.predict.items():

@@ -137,7 +137,8 @@ class BudgetConfig:
     seed_points: int = 10  # random measurements before the model takes over
     steps: int = 25  # measurements chosen by the policy
     wall_s: float | None = None  # seconds this run may take (a resumed run starts its own clock)
-    dose_s: float | None = None  # summed exposure of every attempt, seconds (dose / beam current)
+    dose_s: float | None = None  # summed exposure of every attempt, seconds (dose / beam current);
+    #                             see `DoseConfig` for a dose in the instrument's own units
 
     def __post_init__(self) -> None:
         _check(self.seed_points >= 2, "seed_points", f"must be >= 2, got {self.seed_points}")
@@ -145,6 +146,34 @@ class BudgetConfig:
         for key in ("wall_s", "dose_s"):
             value = getattr(self, key)
             _check(value is None or value > 0, key, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    """How much dose the specimen may take, in the instrument's ``dose_units`` (its description,
+    protocol 1.2: e.g. ``"s"`` of exposure, ``"e-"``). Enforced before every move, never after:
+    a point whose dose (``dwell_s`` x the described ``dose_per_s``) exceeds ``per_point`` is
+    refused (the campaign does not start), and the campaign stops, journaled and resumable
+    only into the same stop, before the measurement that would take its dose over ``total``.
+    Every attempt counts, failed ones too. Unlike ``budget.dose_s`` (seconds of exposure,
+    whatever the instrument), this needs an instrument that accounts dose."""
+
+    per_point: float | None = None  # the most one measurement may deliver (dose_units)
+    total: float | None = None  # the most the whole campaign may deliver (dose_units)
+
+    def __post_init__(self) -> None:
+        for key in ("per_point", "total"):
+            value = getattr(self, key)
+            _check(
+                value is None or (math.isfinite(value) and value > 0),
+                key,
+                f"must be a finite number > 0 (in the instrument's dose units), got {value}",
+            )
+
+    @property
+    def limited(self) -> bool:
+        """Whether either limit is set."""
+        return self.per_point is not None or self.total is not None
 
 
 @dataclass(frozen=True)
@@ -642,6 +671,7 @@ class Config:
     dwell_s: float = 0.05  # exposure of each spectrum, seconds
     seed: int = 0  # seeds the campaign's own random choices and model initialisation
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    dose: DoseConfig = field(default_factory=DoseConfig)  # in the instrument's dose units
     patches: PatchConfig = field(default_factory=PatchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

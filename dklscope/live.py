@@ -384,7 +384,10 @@ class JournalFollower(_Follower):
         if run:
             end = run["t_paused"] or time.time()
             run_s = end - run["t"] - run["paused_s"]
-        left = budget_left(campaign.config, campaign.n_planned, campaign.history, run_s)
+        per_s = campaign.description.dose_per_s
+        left = budget_left(
+            campaign.config, campaign.n_planned, campaign.history, run_s, dose_per_s=per_s
+        )
         with live.lock:
             live.budget_left = left
 

@@ -55,6 +55,7 @@ def test_a_campaign_is_followed_from_its_journal_as_it_runs_and_once_finished(tm
             "decisions": 0,
             "dose_s": pytest.approx(10 - 20 * 0.02),
             "wall_s": None,
+            "dose": None,  # no dose.total in the config
         }
         assert live.window == (1.05, 1.35) and live.axis_units == "eV"
         p = live.prediction  # the model behind the last decision, rebuilt from its checkpoint

@@ -233,7 +233,7 @@ def test_the_live_view_follows_pauses_and_stops_a_campaign(browser, tmp_path, re
     with Journal(out / "journal.sqlite", read_only=True) as journal:
         kinds = [e["kind"] for e in journal.events()]
         (stopped,) = journal.events("run_stopped")
-    assert kinds == ["run_started", "paused", "resumed", "run_stopped"]
+    assert kinds == ["run_started", "paused", "parked", "resumed", "parked", "run_stopped"]
     assert stopped["reason"] == OPERATOR_STOP
     # The page showed each measurement this long after it was journaled (for the record).
     delays = [t - history[n - 1].t_done for n, t in seen.items() if 0 < n <= len(history)]

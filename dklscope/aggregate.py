@@ -217,7 +217,9 @@ def aggregate(
     ``coverage50_min``, ``coverage50_max``, ``coverage95_min``, ``coverage95_max``: the least
     and the largest, over the map evaluations after the seed points (n > ``n_seed_points``), of
     the median over seeds of the coverage of the 50% and 95% intervals (the curves of `curves`:
-    the evaluations common to every seed); None without such evaluations.
+    the evaluations common to every seed); None without such evaluations. ``pass_coverage``:
+    whether both ranges lie within `COVERAGE_TARGETS` (the issue's criterion; None when a range
+    is missing).
     """
     _check_bootstrap(confidence, n_bootstrap)
     rows = []
@@ -238,9 +240,10 @@ def aggregate(
                 row[f"{metric}_reached"] = sum(math.isfinite(v) for v in values)
         row["coverage95_median"] = row["final_coverage95_median"]
         row["protocol_n"] = _first_value(members, "protocol_n")
-        for metric in ("coverage50", "coverage95"):
+        for metric in COVERAGE_TARGETS:
             low, high = _coverage_range(members, metric)
             row[f"{metric}_min"], row[f"{metric}_max"] = low, high
+        row["pass_coverage"] = _coverage_passes(row)
         rows.append(row)
     return rows
 
@@ -932,6 +935,18 @@ def _coverage_range(
         return None, None
     medians = np.median([[s[n] for n in common] for s in series], axis=0)
     return float(medians.min()), float(medians.max())
+
+
+def _coverage_passes(row: dict[str, Any]) -> bool | None:
+    """Whether the row's coverage ranges lie within `COVERAGE_TARGETS` (None: a range is
+    missing)."""
+    verdict = True
+    for metric, (low, high) in COVERAGE_TARGETS.items():
+        least, largest = row[f"{metric}_min"], row[f"{metric}_max"]
+        if least is None or largest is None:
+            return None
+        verdict = verdict and low <= least and largest <= high
+    return verdict
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:

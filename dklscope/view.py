@@ -820,7 +820,8 @@ class _Page:
         if source == "events":
             notes.append(
                 "Following the progress events only (since this page's server connected): "
-                "no overview, spectra or predicted maps. Open the campaign's folder "
+                "no overview, spectra, predicted maps or model records. Open the campaign's "
+                "folder "
                 "(dklscope view DIR) for those."
             )
         elif state == "waiting":

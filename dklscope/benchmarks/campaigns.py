@@ -40,6 +40,7 @@ HEADLINE = (
     "coverage50_max",
     "coverage95_min",
     "coverage95_max",
+    "pass_coverage",
     "median_decision_latency_s_median",
 )
 PAIRED = (

@@ -526,8 +526,12 @@ def test_rows_hold_the_protocol_result_and_the_coverage_range_after_the_seed_poi
     assert row["coverage95_min"] == pytest.approx(0.93)
     assert row["coverage95_max"] == pytest.approx(0.95)
     assert (row["coverage50_min"], row["coverage50_max"]) == (0.45, 0.55)
+    assert row["pass_coverage"] is True  # 0.93-0.95 within 0.85-0.99, 0.45-0.55 in 0.4-0.6
+    low = [dict(r, map=dict(r["map"], coverage50=[0.1, 0.3, 0.5])) for r in results]
+    assert aggregate(low, n_bootstrap=10)[0]["pass_coverage"] is False  # 0.3 < 0.4
     (row,) = aggregate([result(0, map={})])
     assert row["coverage95_min"] is None and row["protocol_n"] is None
+    assert row["pass_coverage"] is None
 
 
 def test_summary_figure_has_a_row_per_sample_and_the_paired_intervals():

@@ -178,7 +178,7 @@ def test_a_grid_gives_the_same_results_in_one_process_or_two_and_resumes(tmp_pat
     assert rerun in again and rerun["trace"] == alone[again.index(rerun)]["trace"]
 
 
-def test_bench_campaigns_writes_results_tables_and_plots(tmp_path):
+def test_bench_campaigns_writes_results_tables_and_plots(tmp_path, capsys):
     from dklscope.cli import main
 
     text = TINY.replace("  other-lattice: {instrument: {simulator: {seed: 3}}}\n", "")
@@ -211,6 +211,8 @@ def test_bench_campaigns_writes_results_tables_and_plots(tmp_path):
     diffs = [by_seed["random", s] - by_seed["dkl", s] for s in (4, 5)]
     assert row["n_pairs"] == 2 and row["diff_mean"] == pytest.approx(sum(diffs) / 2)
     assert row["pass_ci"] == (row["diff_ci_high"] <= 0.02)
+    printed = capsys.readouterr().out  # the paired table, then the headline one
+    assert 0 <= printed.index("paired") < printed.index("dklscope bench campaigns")
 
 
 @pytest.mark.slow

@@ -4,12 +4,12 @@ intervals, the tables and the plots of ``dklscope bench campaigns``.
 Input is one dict per finished campaign (JSON-serialisable, None for a missing value)::
 
     {"sample": "plasmonic", "arm": "dkl-ei", "seed": 3, "steps": 60, "pipeline": False,
-     "n_measurements": 70, "n_seed_points": 10,
+     "n_measurements": 70, "n_seed_points": 10, "protocol_n": 70,
      "trace": {"n": [1, 2, ...], "best_fraction": [...], "top_found": [...]},
      "map": {"n": [10, 20, ...], "rmse": [...], "r2": [...],
              "coverage50": [...], "coverage95": [...]},
      "steps_to_90pct_best": 23 or None, "steps_to_top_percent": 41 or None,
-     "final_best_fraction": 0.97, ..., "wall_s": 6.2}
+     "final_best_fraction": 0.97, "best_fraction_at_protocol": 0.97, ..., "wall_s": 6.2}
 
 Campaigns are grouped by `GROUP_KEYS` (everything but the seed). Each statistic is the median
 over the group's seeds; its confidence interval is a percentile bootstrap of that median: the
@@ -524,9 +524,9 @@ def curve_figure(
     """The figure of `curves` (same arguments): one subplot per sample, one line per arm and
     variant (median, with the CI as a shaded band), x the number of measurements.
 
-    A line's label is the arm, with the budget (``60 steps``) when the results hold several
-    budgets and ``pipelined`` when they hold both pipeline settings; colour follows the arm,
-    line style the variant. ``reference``: y of a dashed horizontal line (None: none).
+    A line's label is the arm, with the budget (``60 steps``) when the arm ran several budgets
+    and ``pipelined`` when it ran both pipeline settings; colour follows the arm, line style
+    the variant. ``reference``: y of a dashed horizontal line (None: none).
     ``ylim``: the y range (None: automatic). None when no group has data for ``metric``.
     """
     data = curves(
@@ -537,9 +537,7 @@ def curve_figure(
     groups = list(_groups(results))
     samples = _unique(g[0] for g in groups)
     arms = _unique(g[1] for g in groups)
-    variants = _unique(g[2:] for g in groups)
-    several_budgets = len({g[2] for g in groups}) > 1
-    both_pipelines = len({bool(g[3]) for g in groups}) > 1
+    lines = _Lines(groups)
     colors = [f"C{i % 10}" for i in range(len(arms))]
     styles = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)), (0, (5, 1)), (0, (1, 2, 5, 2))]
 
@@ -553,8 +551,8 @@ def curve_figure(
             if group[0] != sample:
                 continue
             color = colors[arms.index(group[1])]
-            style = styles[variants.index(group[2:]) % len(styles)]
-            label = _line_label(group, several_budgets, both_pipelines)
+            style = styles[lines.variant(group) % len(styles)]
+            label = lines.label(group)
             x = curve["n"]
             (line,) = ax.plot(
                 x,
@@ -618,9 +616,7 @@ def summary_figure(
     groups = list(_groups(results))
     samples = _unique(g[0] for g in groups)
     arms = _unique(g[1] for g in groups)
-    variants = _unique(g[2:] for g in groups)
-    several_budgets = len({g[2] for g in groups}) > 1
-    both_pipelines = len({bool(g[3]) for g in groups}) > 1
+    lines = _Lines(groups)
     styles = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)), (0, (5, 1)), (0, (1, 2, 5, 2))]
     baselines = _unique(r["baseline"] for r in paired_rows)
     markers = ["o", "s", "^", "D", "v"]
@@ -639,8 +635,8 @@ def summary_figure(
                 if group[0] != sample:
                     continue
                 color = f"C{arms.index(group[1]) % 10}"
-                style = styles[variants.index(group[2:]) % len(styles)]
-                label = _line_label(group, several_budgets, both_pipelines)
+                style = styles[lines.variant(group) % len(styles)]
+                label = lines.label(group)
                 (line,) = ax.plot(
                     curve["n"], curve["median"], color=color, linestyle=style, label=label
                 )
@@ -666,9 +662,9 @@ def summary_figure(
             ax.axhspan(low, high, color="0.85", zorder=0, linewidth=0)
             ax.axhline(0.5 if metric == "coverage50" else 0.95, color="0.35", linestyle="--")
         mine = [r for r in paired_rows if r["sample"] == sample and r["n_pairs"]]
-        labels = _unique(_line_label(_group_of(r), several_budgets, both_pipelines) for r in mine)
+        labels = _unique(lines.label(_group_of(r)) for r in mine)
         for row in mine:
-            x = labels.index(_line_label(_group_of(row), several_budgets, both_pipelines))
+            x = labels.index(lines.label(_group_of(row)))
             k = baselines.index(row["baseline"])
             offset = (k - (len(baselines) - 1) / 2) * 0.2
             mean = row["diff_mean"]
@@ -958,13 +954,29 @@ def _union_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
     return _unique(k for row in rows for k in row)
 
 
-def _line_label(group: Group, several_budgets: bool, both_pipelines: bool) -> str:
-    parts = []
-    if several_budgets:
-        parts.append(f"{group[2]} steps")
-    if both_pipelines and group[3]:
-        parts.append("pipelined")
-    return f"{group[1]} ({', '.join(parts)})" if parts else str(group[1])
+class _Lines:
+    """Labels and line styles of the groups' lines: a line is labelled by its arm, with the
+    budget (``60 steps``) when that arm ran several budgets and ``pipelined`` when it ran both
+    pipeline settings; its style is its variant's index among the arm's variants."""
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        self.variants: dict[Any, list[tuple[Any, ...]]] = {}
+        for group in groups:
+            variants = self.variants.setdefault(group[1], [])
+            if group[2:] not in variants:
+                variants.append(group[2:])
+
+    def variant(self, group: Group) -> int:
+        return self.variants[group[1]].index(group[2:])
+
+    def label(self, group: Group) -> str:
+        variants = self.variants[group[1]]
+        parts = []
+        if len({v[0] for v in variants}) > 1:
+            parts.append(f"{group[2]} steps")
+        if len({bool(v[1]) for v in variants}) > 1 and group[3]:
+            parts.append("pipelined")
+        return f"{group[1]} ({', '.join(parts)})" if parts else str(group[1])
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Path:

@@ -390,6 +390,12 @@ def test_line_labels_name_pipeline_and_budget_variants_and_the_reference_line():
     labels = [t.get_text() for t in fig.legends[0].texts]
     assert labels == ["dkl-ei (30 steps)", "dkl-ei (60 steps, pipelined)"]
 
+    # random runs longer than the others: one budget per arm needs no budget in the label
+    longer = [result(0, steps=60), result(0, arm="random", steps=300)]
+    fig = curve_figure(longer, "best_fraction", where="trace", n_bootstrap=10)
+    assert [t.get_text() for t in fig.legends[0].texts] == ["dkl-ei", "random"]
+    assert {line.get_linestyle() for line in fig.axes[0].get_lines()} == {"-"}
+
     only_pipelined = [result(0, pipeline=True)]
     fig = curve_figure(only_pipelined, "best_fraction", where="trace", n_bootstrap=10)
     assert [t.get_text() for t in fig.legends[0].texts] == ["dkl-ei"]

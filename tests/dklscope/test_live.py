@@ -161,3 +161,46 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_one_the_campaign_fitted(tmp_
     rebuilt_mean, rebuilt_std = posterior_mean_std(rebuilt, done.candidates)
     np.testing.assert_allclose(rebuilt_mean, mean, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(rebuilt_std, std, rtol=1e-9, atol=1e-9)
+
+
+def model_detail(decision, flag=None, coverage95=0.93):
+    """A ``model`` event's detail, as the campaign journals it at each refit."""
+    return {
+        "decision": decision,
+        "n_train": decision + 1,
+        "kind": "auto",
+        "scores": {"gp-xy": -1.02, "dkl-ensemble": -0.87},
+        "weights": {"gp-xy": 0.1, "dkl-ensemble": 0.9},
+        "chosen": "dkl-ensemble",
+        "coverage50": 0.47,
+        "coverage95": coverage95,
+        "z_sd": 1.08,
+        "flag": flag,
+    }
+
+
+def test_the_newest_model_record_is_followed(tmp_path):
+    config = parse_config(TINY + "policy: {kind: random}\nbudget: {seed_points: 2, steps: 3}\n")
+    follower = JournalFollower(tmp_path, maps_every_s=3600)
+    try:
+        with simulated_campaign(config, tmp_path / "journal.sqlite") as (campaign, _):
+            follower.poll()
+            campaign.step()
+            follower.poll()
+            assert follower.live.model is None  # no records (yet): nothing shown
+            campaign.journal.log_event("model", **model_detail(2))
+            campaign.journal.log_event("model", **model_detail(3, "overconfident", 0.71))
+            campaign.step()
+            follower.poll()
+            model = follower.live.model
+            assert (model.decision, model.kind, model.flag, model.coverage95) == (
+                3, "auto", "overconfident", 0.71
+            )  # fmt: skip
+            assert model.weights == {"gp-xy": 0.1, "dkl-ensemble": 0.9}
+            campaign.journal.log_event("model", **model_detail(4))
+            campaign.journal.log_event("model", decision=5, kind="auto")  # malformed: skipped
+            campaign.step()
+            follower.poll()
+            assert (follower.live.model.decision, follower.live.model.flag) == (4, None)
+    finally:
+        follower.close()

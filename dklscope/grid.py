@@ -216,12 +216,15 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
     """Run ``point``'s campaign on its simulator and measure it against the ground truth.
 
     The predicted map is evaluated every ``eval_every`` successful measurements (0: only at the
-    end) with `Campaign.predict`, which leaves the campaign's own course unchanged.
+    end) with `Campaign.predict`, which leaves the campaign's own course unchanged. Its
+    intervals are those of the noise-free scalar, which is the truth of a synthetic sample; on
+    a replay the truth is itself a measurement (the stored spectra, noise and all), so there
+    they are the intervals of a new measurement (`truth_is_measured`).
     ``protocol_n`` (the point's protocol budget; None: its own number of measurements) and
     ``best_fraction_at_protocol``, the trace's best fraction after that many measurements (its
     last value when the campaign measured fewer), are in the result.
     """
-    from .evaluation import map_metrics, trace_metrics, true_scalars
+    from .evaluation import map_metrics, trace_metrics, true_scalars, truth_is_measured
     from .instruments import simulated_campaign
     from .report import idle_fraction
 
@@ -236,12 +239,13 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
     }
     with simulated_campaign(config) as (campaign, sample):
         truth = true_scalars(campaign, sample)
+        measured_truth = truth_is_measured(config)
 
         def evaluate() -> None:
             n = len(campaign.ok_measurements())
             if n < 2 or (evaluations["n"] and evaluations["n"][-1] == n):
                 return
-            mean, std = campaign.predict()
+            mean, std = campaign.predict(observation_noise=measured_truth)
             scores = map_metrics(truth, mean, std, ~campaign.taken)
             evaluations["n"].append(n)
             for key, value in scores.items():

@@ -91,7 +91,7 @@ def test_pause_parks_the_beam_and_the_next_move_unparks_it():
                 threading.Thread(target=operator).start()
 
         reason = campaign.run(pause_after_3)
-        kinds = [e["kind"] for e in campaign.journal.events()]
+        kinds = [e["kind"] for e in campaign.journal.events() if e["kind"] != "model"]
         (paused, finished) = parked_events(campaign)
         assert_parked_and_no_dose_afterwards(campaign, microscope)
     assert reason == "budget of steps spent" and len(campaign.history) == 12

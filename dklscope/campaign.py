@@ -19,6 +19,12 @@ decision number)``, so it too survives a restart.
 From another thread (a `dklscope.control.ControlServer`, a signal handler) a run can be paused
 (`request_pause`: the measurement under way is finished and journaled, then nothing is asked of
 the instrument until `resume`) and stopped (`request_stop`); `status` says where it stands.
+
+Whenever the campaign stops using the instrument (a pause, a stop, Ctrl-C, the end of its
+budget, an error, the instrument server's heartbeats lost) it parks the beam (protocol 1.2
+``park``: the probe to the instrument's safe position, the beam blanked, as the instrument can)
+and journals a ``parked`` event with the reason; the next move un-parks. The dose budget
+(``config.dose``, in the instrument's dose units) is enforced before every move.
 """
 
 from __future__ import annotations
@@ -37,9 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from botorch.models import ModelListGP
-from torch import nn
 
-from .config import Config, ConfigError, ModelConfig, from_dict
+from .config import Config, ConfigError, from_dict
 from .dkl import DKLLearner, DKLModel, members, posterior_mean_std
 from .drivers import (
     Acquisition,
@@ -50,6 +55,8 @@ from .drivers import (
     ProtocolError,
 )
 from .journal import EMBEDDING_NAME, JOURNAL_NAME, DecisionRecord, Journal, Measurement
+from .loo import calibration, flag_message, leave_one_out
+from .model_family import Learner, build_learner, model_inputs
 from .patches import grid_patches
 from .policies import Policy, PolicyState, build_policy, decide
 from .scalarizers import Scalarizer, build_scalarizer, check_scalarizer
@@ -62,6 +69,8 @@ log = logging.getLogger(__name__)
 
 
 UNREACHABLE = "not moved"  # the error of a point that drift has taken out of the probe's reach
+DOSE_TOTAL_REACHED = "dose.total"  # how the stop reason of a spent dose budget begins
+HEARTBEAT_LOST = "lost heartbeat"  # how the stop reason of a silent instrument server begins
 
 
 class CampaignError(Exception):
@@ -90,7 +99,7 @@ class Campaign:
     read back (``client`` None: read-only, for reports; see `from_journal`).
 
     Everything is built from ``config`` unless given: ``embedding`` (a trained
-    `ModelEmbedding`), ``learner`` (a `DKLLearner` over the candidates' inputs), ``policy``
+    `ModelEmbedding`), ``learner`` (a `Learner` over the candidates' inputs), ``policy``
     and ``scalarizer`` (any objects with their protocols). ``publisher`` receives progress
     events. `step` measures one decision; `run` goes on until a stop criterion is met.
     ``endpoints`` names the sockets that serve this campaign (``publish``, ``control``), for
@@ -106,7 +115,7 @@ class Campaign:
         config_text: str = "",
         embedding: ModelEmbedding | None = None,
         embedding_path: str | Path | None = None,
-        learner: DKLLearner | None = None,
+        learner: Learner | None = None,
         policy: Policy | None = None,
         scalarizer: Scalarizer | None = None,
         publisher: ProgressPublisher | None = None,
@@ -143,11 +152,12 @@ class Campaign:
         if self.embedding is None and config.embedding.kind != "none":
             self.embedding = _embedding(config, scaled, journal, embedding_path, resuming)
         self.positions = np.stack([self.patches.cols, self.patches.rows], axis=1).astype(float)
-        self.candidates, network = _model_inputs(
-            config.model, scaled, self.positions, self.embedding
-        )
+        inputs, network = model_inputs(config.model, scaled, self.positions, self.embedding)
+        self.candidates = inputs.tensor
         self.policy: Policy = policy or build_policy(config.policy)
-        self.learner = learner or _learner(config, self.candidates.shape[1], network)
+        self.learner: Learner = learner or build_learner(
+            config.model, inputs, network, seed=config.seed
+        )
         self.model: DKLModel | ModelListGP | None = None  # the last fitted, of every output
         if client is not None and self.policy.needs_model:
             _warm_up(self.candidates)
@@ -173,6 +183,7 @@ class Campaign:
         drifts = journal.events("drift")
         self._set_drift((drifts[-1]["dx"], drifts[-1]["dy"]) if drifts else (0.0, 0.0))
         self._drift_checked_at = drifts[-1]["after_seq"] if drifts else 0
+        self._calibration_said: str | None = None  # the last calibration warning logged
         self.stop_reason: str | None = None
         self._stop_requested: str | None = None  # the reason given with the request
         self._pause_requested = False
@@ -308,7 +319,13 @@ class Campaign:
             "n_measurements": len(self.history),
             "n_decisions": len(self.decisions),
             "n_planned": self.n_planned,
-            "budget_left": budget_left(self.config, self.n_planned, self.history, self._run_s()),
+            "budget_left": budget_left(
+                self.config,
+                self.n_planned,
+                self.history,
+                self._run_s(),
+                dose_per_s=self.description.dose_per_s,
+            ),
         }
 
     def _run_s(self) -> float:
@@ -332,8 +349,42 @@ class Campaign:
             dose = sum(m.dwell_s for m in self.history)
             if dose + self.config.dwell_s > budget.dose_s * (1 + 1e-9):
                 return f"dose budget {budget.dose_s:g} s spent"
+        if (why := self._dose_refusal()) is not None:
+            return why
+        if self.client is not None and self.client.server_lost:
+            return f"{HEARTBEAT_LOST}: {self.client.server_lost}"
         if budget.wall_s is not None and self._run_s() >= budget.wall_s:
             return f"wall time {budget.wall_s:g} s spent"
+        return None
+
+    # -- dose ---------------------------------------------------------------------------------
+
+    @property
+    def dose_per_point(self) -> float | None:
+        """The dose one measurement delivers, in the instrument's ``dose_units``: ``dwell_s``
+        times the described ``dose_per_s``; None if the instrument keeps no dose account."""
+        per_s = self.description.dose_per_s
+        return None if per_s is None else self.config.dwell_s * per_s
+
+    def dose_delivered(self) -> float | None:
+        """The dose of every attempt journaled so far (failed ones too: a lost reply may still
+        have exposed), in ``dose_units``; None without a dose account."""
+        per_s = self.description.dose_per_s
+        return None if per_s is None else per_s * _exposed_s(self.history)
+
+    def _dose_refusal(self) -> str | None:
+        """Why the next measurement may not be made under ``config.dose.total``, or None.
+        Asked before every move (a retry's too), never after."""
+        total, per_point = self.config.dose.total, self.dose_per_point
+        if total is None or per_point is None:
+            return None
+        delivered = self.dose_delivered() or 0.0
+        if delivered + per_point > total * (1 + 1e-9):
+            units = self.description.dose_units
+            return (
+                f"{DOSE_TOTAL_REACHED} {total:g} {units} reached: {delivered:g} {units} "
+                f"delivered, the next point would add {per_point:g} {units}"
+            )
         return None
 
     # -- running ------------------------------------------------------------------------------
@@ -351,7 +402,9 @@ class Campaign:
         decision, attempt = self._queue.pop(0), 0
         while True:
             m = self._finish(self._submit(decision, attempt, None))
-            if m.status != "retried":
+            if m.status != "retried" or (why := self._dose_refusal()) is not None:
+                if m.status == "retried":
+                    self.stop_reason = why
                 return m
             attempt += 1
 
@@ -372,15 +425,65 @@ class Campaign:
         try:
             self._run_loop(on_step)
         except KeyboardInterrupt:  # a second Ctrl-C: the measurement under way abandoned
+            self._park("interrupted", "interrupted")
             self._stopped("interrupted")
             raise
         except BaseException as exc:
+            self._park("error", f"error: {exc}")
             self._stopped(f"error: {exc}", error=True)
             raise
         reason = self.stop_reason or "stopped"
+        self._park(self._park_reason(reason), reason)
         self._stopped(reason)
         log.info("campaign stopped: %s", reason)
         return reason
+
+    def _park_reason(self, stop_reason: str) -> str:
+        """Why the beam is parked at the end of a run, in a word: ``interrupted`` (Ctrl-C),
+        ``stop`` (asked to), ``heartbeat`` (the instrument server fell silent), ``error`` (a
+        failed measurement stopped it) or ``finished`` (budget, dose, target...)."""
+        if self._stop_requested is not None:
+            return "interrupted" if self._stop_requested == "interrupted" else "stop"
+        if stop_reason.startswith(HEARTBEAT_LOST):
+            return "heartbeat"
+        if stop_reason.startswith("measurement"):  # runner.on_failure: stop
+            return "error"
+        return "finished"
+
+    def _park(self, reason: str, detail: str) -> None:
+        """Park the beam (protocol 1.2 ``park``) and journal a ``parked`` event: ``reason`` in
+        a word (`_park_reason`, or ``pause``), ``detail`` the stop reason; ``action`` what was
+        done (``park``, ``blank``, ``none``: the instrument can do neither, ``unsupported``:
+        its server speaks an older protocol, ``failed``: with ``error``). Never raises: a
+        failure to park must not hide why the run ended."""
+        if self.client is None:
+            return
+        fields: dict[str, Any] = {"reason": reason, "detail": detail}
+        try:
+            result = self.client.park()
+        except Exception as exc:  # the server is gone, or the instrument failed to park
+            log.error("could not park the beam (%s): %s", reason, exc)
+            fields.update(action="failed", error=str(exc))
+        else:
+            if result is None:
+                log.warning(
+                    "the instrument's server has no park (protocol %s): the beam stays where it is",
+                    (self.client.server or {}).get("protocol"),
+                )
+                fields["action"] = "unsupported"
+            else:
+                fields.update(
+                    action=result.get("action"),
+                    moved=bool(result.get("moved")),
+                    blanked=bool(result.get("blanked")),
+                )
+                log.info("beam parked (%s): %s", reason, fields["action"])
+        fields["measurements"] = len(self.history)
+        try:
+            self.journal.log_event("parked", **fields)
+        except Exception:  # the journal's own failure is reported by what ends the run
+            log.exception("could not journal the parked event")
+        self._publish("parked", **fields)
 
     def _stopped(self, reason: str, *, error: bool = False) -> None:
         self._state = "stopped"
@@ -399,6 +502,9 @@ class Campaign:
                     if self._pause_requested and not self.stop_requested:
                         self._pause()
                     if retry is not None and not self.stop_requested:
+                        if (why := self._dose_refusal()) is not None:
+                            self.stop_reason = why  # the retry would take the dose over
+                            break
                         flight = self._submit(*retry, instrument)
                     else:
                         if self.done:
@@ -427,11 +533,13 @@ class Campaign:
         """Wait, asking nothing of the instrument, until `resume` or `request_stop`; journaled
         and published. The client's heartbeats go on from their own thread, so the driver's
         dead-man switch stays quiet. The pause counts neither towards ``budget.wall_s`` nor as
-        instrument idle time (the first request after it has ``idle_s`` None)."""
+        instrument idle time (the first request after it has ``idle_s`` None). The beam is
+        parked for the pause (journaled ``parked``); the next move un-parks it."""
         self._state = "paused"
         self.journal.log_event("paused", measurements=len(self.history))
         self._publish("paused", n_measurements=len(self.history))
         log.info("paused after %d measurements", len(self.history))
+        self._park("pause", "paused")  # the next move un-parks
         self._paused_since = started = time.monotonic()
         while self._pause_requested and not self.stop_requested:
             time.sleep(0.05)  # polled, not an Event: request_stop may come from a signal handler
@@ -532,6 +640,7 @@ class Campaign:
         model, outputs = None, {}
         if self.policy.needs_model:
             outputs = self.fit_outputs()
+            self._record_model(outputs["scalar"])
             if (threshold := self.config.stop.max_std) is not None:
                 free = ~self.unavailable()
                 _, std = posterior_mean_std(outputs["scalar"], self.candidates[free])
@@ -557,28 +666,53 @@ class Campaign:
             outputs=outputs if self._predicted else None,
         )
 
+    def _record_model(self, model: DKLModel) -> None:
+        """Journal what the fit behind the coming decision chose and how well calibrated its
+        leave-one-out predictions of the measured points are (a ``model`` event); warn when
+        they are clearly off."""
+        record = getattr(self.learner, "last_record", None)
+        if record is None:  # one model: its own calibration
+            fit = calibration(leave_one_out(model)).to_dict()
+            name = self.config.model.family
+            record = {"scores": {name: fit["score"]}, "weights": {name: 1.0}, "chosen": name, **fit}
+        record = {
+            "decision": len(self.decisions),
+            "n_train": len(self.ok_measurements()),
+            "model_kind": self.config.model.family,
+            **record,
+        }
+        self.journal.log_event("model", **record)
+        message = flag_message(record)
+        if message is not None and message.split(":")[-1] != self._calibration_said:
+            log.warning("model %s, %d points: %s", record["chosen"], record["n_train"], message)
+        elif message is None and self._calibration_said:
+            log.info("model %s, %d points: calibrated again", record["chosen"], record["n_train"])
+        self._calibration_said = message.split(":")[-1] if message else None
+        self._publish("model", **record)
+
     def checkpoint_model(self, decision: int, state: bytes) -> DKLModel:
         """The scalar's model fitted behind ``decision``, rebuilt from its checkpoint
         ``state`` (the journal's ``checkpoints``) without any training: the checkpoint's
         weights conditioned on the measurements that fit saw (the first ``n_train``
         successful ones). The learner's own state is restored afterwards."""
-        learner = self.learner
-        saved = learner.state_bytes(), learner.refit_iterations, learner.full_refit_every
+        saved = self.learner.state_bytes()
         try:
-            learner.load_state_bytes(state)
-            learner.refit_iterations, learner.full_refit_every = 0, 0
-            return self.fit_outputs(self.decisions[decision].n_train)["scalar"]
+            self.learner.load_state_bytes(state)
+            with self.learner.frozen():
+                return self.fit_outputs(self.decisions[decision].n_train)["scalar"]
         finally:
-            learner.load_state_bytes(saved[0])
-            learner.refit_iterations, learner.full_refit_every = saved[1], saved[2]
+            self.learner.load_state_bytes(saved)
 
-    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, *, observation_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Refit on all measurements; the scalar's predicted mean and std at every candidate,
-        each (N,). The learner's state is restored afterwards, so a later decision is
+        each (N,): the std of the noise-free scalar, or with ``observation_noise`` that of a
+        measurement. The learner's state is restored afterwards, so a later decision is
         unaffected."""
-        return self.predict_outputs()["scalar"]
+        return self.predict_outputs(observation_noise=observation_noise)["scalar"]
 
-    def predict_outputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def predict_outputs(
+        self, *, observation_noise: bool = False
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """As `predict`, for every output by name (`output_names`); NaN for an output with
         fewer than 2 finite values measured."""
         saved = self.learner.state_bytes()
@@ -588,7 +722,9 @@ class Campaign:
             self.learner.load_state_bytes(saved)
         nan = np.full(len(self.candidates), math.nan)
         return {
-            name: posterior_mean_std(outputs[name], self.candidates)
+            name: posterior_mean_std(
+                outputs[name], self.candidates, observation_noise=observation_noise
+            )
             if name in outputs
             else (nan, nan.copy())
             for name in self.output_names
@@ -734,21 +870,40 @@ class Campaign:
 
 
 def budget_left(
-    config: Config, n_planned: int, history: list[Measurement], run_s: float | None
+    config: Config,
+    n_planned: int,
+    history: list[Measurement],
+    run_s: float | None,
+    *,
+    dose_per_s: float | None = None,
 ) -> dict[str, float | int | None]:
     """What the budget still allows after ``history``: ``decisions`` (of the ``n_planned``,
-    those not yet measured to the end), ``dose_s`` (exposure, seconds; None: no dose budget)
-    and ``wall_s`` (seconds of this run, which has gone on for ``run_s`` seconds without its
-    pauses; None: no wall-time budget, or ``run_s`` not known)."""
+    those not yet measured to the end), ``dose_s`` (exposure, seconds; None: no dose budget),
+    ``wall_s`` (seconds of this run, which has gone on for ``run_s`` seconds without its
+    pauses; None: no wall-time budget, or ``run_s`` not known) and ``dose`` (of
+    ``config.dose.total``, in the instrument's dose units, whose ``dose_per_s`` is given;
+    None: no such budget, or ``dose_per_s`` not given)."""
     finished = {m.decision for m in history if m.status != "retried"}
     budget = config.budget
     dose = None if budget.dose_s is None else budget.dose_s - sum(m.dwell_s for m in history)
     wall = None if budget.wall_s is None or run_s is None else budget.wall_s - run_s
+    total = config.dose.total
+    exposed = _exposed_s(history)
+    dose_left = None if total is None or dose_per_s is None else total - dose_per_s * exposed
     return {
         "decisions": max(n_planned - len(finished), 0),
         "dose_s": None if dose is None else max(dose, 0.0),
         "wall_s": None if wall is None else max(wall, 0.0),
+        "dose": None if dose_left is None else max(dose_left, 0.0),
     }
+
+
+def _exposed_s(history: list[Measurement]) -> float:
+    """Seconds of exposure of every attempt in ``history`` that may have exposed: all but
+    those never moved to (drifted out of reach)."""
+    return sum(
+        m.dwell_s for m in history if not (m.error is not None and m.error.startswith(UNREACHABLE))
+    )
 
 
 def _warm_up(candidates: torch.Tensor) -> None:
@@ -796,27 +951,6 @@ def _check_same_instrument(journaled: InstrumentDescription, now: InstrumentDesc
             )
 
 
-def _learner(config: Config, in_dim: int, network: nn.Module | None) -> DKLLearner:
-    m = config.model
-    return DKLLearner(
-        in_dim,
-        network=network,
-        freeze_network=m.input == "frozen_encoder",
-        hidden=m.hidden,
-        feature_dim=m.feature_dim,
-        kernel=m.kernel,
-        noise_floor=m.noise_floor,
-        first_fit_iterations=m.first_fit_iterations,
-        refit_iterations=m.refit_iterations,
-        full_refit_every=m.full_refit_every,
-        train_subset=m.train_subset,
-        learning_rate=m.learning_rate,
-        weight_decay=m.weight_decay,
-        passthrough=2 if m.input == "patches_and_position" else 0,
-        seed=config.seed,
-    )
-
-
 def _embedding(
     config: Config,
     patches: np.ndarray,
@@ -862,38 +996,28 @@ def _embedding(
     return embedding
 
 
-def _model_inputs(
-    model: ModelConfig,
-    patches: np.ndarray,
-    positions: np.ndarray,
-    embedding: ModelEmbedding | None,
-) -> tuple[torch.Tensor, nn.Module | None]:
-    """The DKL's candidate inputs and its network (None: a fresh MLP) for ``model.input``, from
-    the standardised candidate ``patches`` (N, size, size) and their ``positions`` (N, 2)."""
-    xy = _standardised(torch.as_tensor(positions, dtype=torch.float64))
-    if model.input == "coordinates":
-        return xy, nn.Identity()
-    flat = torch.as_tensor(patches.reshape(len(patches), -1), dtype=torch.float64)
-    if model.input == "patches":
-        return flat, None
-    if model.input == "patches_and_position":  # the learner passes the last 2 columns through
-        return torch.cat([flat, xy], dim=1), None
-    assert embedding is not None  # the config checks this
-    if model.input == "latents":
-        z = embedding.encode(patches[:, None].astype(np.float32)).z_loc
-        return _standardised(torch.as_tensor(z, dtype=torch.float64)), nn.Identity()
-    return flat, embedding.feature_extractor()
-
-
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    """Each column of ``x`` (N x k) to mean 0 and standard deviation 1."""
-    return (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
-
-
 def check_config_against(config: Config, description: InstrumentDescription) -> None:
     """Refuse, with a `ConfigError` naming the key, what this instrument cannot do."""
     if (why := description.check_dwell(config.dwell_s)) is not None:
         raise ConfigError("dwell_s", f"{why} of {description.name}")
+    if config.dose.limited:
+        if description.dose_per_s is None:
+            raise ConfigError(
+                "dose",
+                f"{description.name} keeps no dose account (it does not describe dose_units: "
+                "a driver before protocol 1.2?), so a dose budget cannot be enforced; remove "
+                "it, or budget seconds of exposure with budget.dose_s",
+            )
+        per_point = config.dwell_s * description.dose_per_s
+        limit = config.dose.per_point
+        if limit is not None and per_point > limit * (1 + 1e-9):
+            units = description.dose_units
+            raise ConfigError(
+                "dose.per_point",
+                f"a point of dwell_s {config.dwell_s:g} s delivers {per_point:g} {units} on "
+                f"{description.name}, over the {limit:g} {units} allowed: shorten dwell_s "
+                f"to at most {limit / description.dose_per_s:g} s",
+            )
     axis = description.spectral_axis
     check_scalarizer(config.scalarizer, axis.values(), axis.units)
     for name, scalarizer in config.predict.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import Config, ConfigError, SimulatorConfig, load_config
+from .config import Config, ConfigError, SimulatorConfig, from_dict, load_config
 from .journal import EMBEDDING_NAME, JOURNAL_NAME
 
 if TYPE_CHECKING:
@@ -397,6 +397,10 @@ def _check_resumed_config(
         journaled = journal.metadata("config")
     except KeyError:
         return 0  # killed before the campaign began: nothing to compare with
+    try:  # with the defaults of keys added since (e.g. dose), which an older journal lacks
+        journaled = from_dict(Config, journaled).to_dict()
+    except ConfigError:
+        pass  # compared as it is: every difference is named
     now = config.to_dict()
     changed = sorted(_changed_keys(journaled, now))
     if not changed:

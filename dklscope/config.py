@@ -137,7 +137,8 @@ class BudgetConfig:
     seed_points: int = 10  # random measurements before the model takes over
     steps: int = 25  # measurements chosen by the policy
     wall_s: float | None = None  # seconds this run may take (a resumed run starts its own clock)
-    dose_s: float | None = None  # summed exposure of every attempt, seconds (dose / beam current)
+    dose_s: float | None = None  # summed exposure of every attempt, seconds (dose / beam current);
+    #                             see `DoseConfig` for a dose in the instrument's own units
 
     def __post_init__(self) -> None:
         _check(self.seed_points >= 2, "seed_points", f"must be >= 2, got {self.seed_points}")
@@ -145,6 +146,34 @@ class BudgetConfig:
         for key in ("wall_s", "dose_s"):
             value = getattr(self, key)
             _check(value is None or value > 0, key, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    """How much dose the specimen may take, in the instrument's ``dose_units`` (its description,
+    protocol 1.2: e.g. ``"s"`` of exposure, ``"e-"``). Enforced before every move, never after:
+    a point whose dose (``dwell_s`` x the described ``dose_per_s``) exceeds ``per_point`` is
+    refused (the campaign does not start), and the campaign stops, journaled and resumable
+    only into the same stop, before the measurement that would take its dose over ``total``.
+    Every attempt counts, failed ones too. Unlike ``budget.dose_s`` (seconds of exposure,
+    whatever the instrument), this needs an instrument that accounts dose."""
+
+    per_point: float | None = None  # the most one measurement may deliver (dose_units)
+    total: float | None = None  # the most the whole campaign may deliver (dose_units)
+
+    def __post_init__(self) -> None:
+        for key in ("per_point", "total"):
+            value = getattr(self, key)
+            _check(
+                value is None or (math.isfinite(value) and value > 0),
+                key,
+                f"must be a finite number > 0 (in the instrument's dose units), got {value}",
+            )
+
+    @property
+    def limited(self) -> bool:
+        """Whether either limit is set."""
+        return self.per_point is not None or self.total is not None
 
 
 @dataclass(frozen=True)
@@ -209,19 +238,64 @@ class PatchConfig:
         _check(self.stride >= 1, "stride", f"must be >= 1, got {self.stride}")
 
 
+CANDIDATE_KINDS = ("gp-structure-xy", "gp-xy", "gp-structure")  # auto's default candidates
+LATENT_KINDS = ("gp-latents-xy", "gp-latents")  # and with an embedding, these too
+AUTO_CANDIDATES = (*CANDIDATE_KINDS, *LATENT_KINDS, "dkl-ensemble", "bayesian-dkl")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Deep kernel learning: an MLP feature extractor under an exact GP."""
+    """The surrogate model: a Gaussian process over the probe position, the patch's structure
+    features, or a neural network's features of the patch (`dklscope.model_family`)."""
 
-    # What the GP's network sees: the raw patches through a fresh MLP (``patches``); the
-    # embedding's fixed latents, the GP on them directly (``latents``); the patches through
-    # the embedding's trained encoder, trained further (``encoder``) or not (``frozen_encoder``);
-    # only the probe positions, a plain GP on (x, y) blind to structure (``coordinates``); or
-    # the raw patches through a fresh MLP with the positions beside its features, so the GP
-    # needs both a similar structure and a near place to be sure (``patches_and_position``).
-    input: Literal[
-        "patches", "latents", "encoder", "frozen_encoder", "coordinates", "patches_and_position"
-    ] = "patches"
+    # Which model (`dklscope.model_family`): ``auto`` (the default) scores the ``candidates``
+    # at every refit by their leave-one-out predictive density on the measured points and uses
+    # the best; ``gp-xy`` a GP on the probe position; ``gp-structure`` a GP on the patches'
+    # leading principal components; ``gp-latents`` on the embedding's latents (needs an
+    # ``embedding:``); ``gp-structure-xy``, ``gp-latents-xy`` either with the position in one
+    # kernel; ``dkl`` deep kernel
+    # learning, a network's features of the patches (``input`` says which); ``dkl-ensemble``
+    # ``ensemble_size`` such networks with a GP each, their mixture the prediction;
+    # ``bayesian-dkl`` one network whose last layer is inferred by variational Bayes (Pyro),
+    # ``ensemble_size`` draws of it mixed (several times slower to train). Default:
+    # ``dkl`` when ``input`` is given (as configs before ``kind`` existed), else ``auto``.
+    kind: (
+        Literal[
+            "auto",
+            "gp-xy",
+            "gp-structure",
+            "gp-structure-xy",
+            "gp-latents",
+            "gp-latents-xy",
+            "dkl",
+            "dkl-ensemble",
+            "bayesian-dkl",
+        ]
+        | None
+    ) = None
+    # auto: the models it chooses among; by default CANDIDATE_KINDS, and LATENT_KINDS too
+    # when the config has an embedding
+    candidates: tuple[str, ...] = CANDIDATE_KINDS
+    structure_dim: int = 4  # principal components of the patches, without an embedding
+    ensemble_size: int = 4  # dkl-ensemble: members; bayesian-dkl: draws of the last layer
+    # kind dkl: what the GP's network sees: the raw patches through a fresh MLP (``patches``,
+    # the default); the embedding's fixed latents, the GP on them directly (``latents``); the
+    # patches through the embedding's trained encoder, trained further (``encoder``) or not
+    # (``frozen_encoder``); only the probe positions, a plain GP on (x, y) blind to structure
+    # (``coordinates``); or the raw patches through a fresh MLP with the positions beside its
+    # features, so the GP needs both a similar structure and a near place to be sure
+    # (``patches_and_position``).
+    input: (
+        Literal[
+            "patches",
+            "latents",
+            "encoder",
+            "frozen_encoder",
+            "coordinates",
+            "patches_and_position",
+        ]
+        | None
+    ) = None
     hidden: tuple[int, ...] = (64, 32)  # widths of the hidden layers
     feature_dim: int = 2  # dimension of the learned features the kernel sees
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -240,6 +314,25 @@ class ModelConfig:
     weight_decay: float = 0.0  # shrinks the network's weights each step (AdamW), against overfit
 
     def __post_init__(self) -> None:
+        _check(
+            self.kind in (None, "dkl") or self.input is None,
+            "input",
+            f"is read only by kind 'dkl', not {self.kind!r}",
+        )
+        _check(len(self.candidates) >= 1, "candidates", "must name at least one model")
+        for name in self.candidates:
+            _check(
+                name in AUTO_CANDIDATES,
+                "candidates",
+                f"must be among {', '.join(AUTO_CANDIDATES)}; got {name!r}",
+            )
+        _check(
+            len(set(self.candidates)) == len(self.candidates),
+            "candidates",
+            f"names a model twice: {list(self.candidates)}",
+        )
+        _check(self.structure_dim >= 1, "structure_dim", f"must be >= 1, got {self.structure_dim}")
+        _check(self.ensemble_size >= 1, "ensemble_size", f"must be >= 1, got {self.ensemble_size}")
         _check(
             all(h >= 1 for h in self.hidden),
             "hidden",
@@ -273,6 +366,17 @@ class ModelConfig:
         )
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+    @property
+    def family(self) -> str:
+        """The model used: ``kind``, or when it is not given ``dkl`` if ``input`` is and
+        ``auto`` otherwise."""
+        return self.kind or ("dkl" if self.input is not None else "auto")
+
+    @property
+    def dkl_input(self) -> str:
+        """What kind ``dkl``'s network sees: ``input``, ``patches`` by default."""
+        return self.input or "patches"
 
 
 # The built-in scalarizer kinds (dklscope.scalarizers) and the keys each reads besides the
@@ -567,6 +671,7 @@ class Config:
     dwell_s: float = 0.05  # exposure of each spectrum, seconds
     seed: int = 0  # seeds the campaign's own random choices and model initialisation
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    dose: DoseConfig = field(default_factory=DoseConfig)  # in the instrument's dose units
     patches: PatchConfig = field(default_factory=PatchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -582,11 +687,21 @@ class Config:
                 f"predict.{name}",
                 "a name is letters, digits, '_' or '-', starting with a letter, not 'scalar'",
             )
+        latent = {"gp-latents", "gp-latents-xy"}
+        if self.embedding.kind == "none" and self.model.family in latent:
+            raise ConfigError("model.kind", f"{self.model.family!r} needs an embedding")
+        if self.embedding.kind == "none" and self.model.family == "auto":
+            _check(
+                not latent & set(self.model.candidates),
+                "model.candidates",
+                "gp-latents and gp-latents-xy need an embedding: set embedding.kind",
+            )
         _check(
-            self.model.input in ("patches", "coordinates", "patches_and_position")
+            self.model.family != "dkl"
+            or self.model.dkl_input in ("patches", "coordinates", "patches_and_position")
             or self.embedding.kind != "none",
             "model.input",
-            f"{self.model.input!r} needs an embedding: set embedding.kind",
+            f"{self.model.dkl_input!r} needs an embedding: set embedding.kind",
         )
 
     def to_dict(self) -> dict[str, Any]:

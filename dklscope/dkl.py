@@ -15,11 +15,12 @@ between candidates.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +46,9 @@ MAX_CHOLESKY = 4096  # training sets up to this size are factorised exactly
 EXACT_VARIANCE_MAX = 1024  # predictive variances are exact up to this many training points
 VARIANCE_RANK = 256  # and given this many of them above (an upper bound)
 CHUNK_ELEMENTS = 2**20  # candidates x training points per chunk of a prediction
+# With priors: the least lengthscale, standardised input units (BoTorch's 0.025 of the unit cube)
+MIN_LENGTHSCALE = 0.025 * math.sqrt(12)
+NOISE_PRIOR = (-4.0, 1.0)  # LogNormal (loc, scale) of the standardised noise variance
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -81,6 +85,16 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         noise_floor: the smallest noise variance, as a fraction of the variance of
             ``train_Y``. Measured scalars are noisy; without a floor the network can learn to
             interpolate them and the GP then trusts its own extrapolations far too much.
+        priors: train by maximum a posteriori instead of maximum likelihood, with BoTorch's
+            priors for GPs on few data (Hvarfner, Hellsten & Nardi 2024, "Vanilla Bayesian
+            optimization performs great in high dimensions"): each lengthscale LogNormal with
+            ``loc = sqrt(2) + log(k) / 2`` and ``scale = sqrt(3)`` for inputs in the unit cube,
+            here shifted by ``log(sqrt(12))`` because the inputs are standardised (a uniform
+            input's standard deviation is ``1 / sqrt(12)`` of its range), starting at the
+            prior's mode and never below `MIN_LENGTHSCALE`; the noise variance LogNormal(-4,
+            1). Without them the marginal likelihood of a few dozen rough measurements often
+            prefers lengthscales of a pixel (a flat map with spikes at the measured points) or
+            of the whole image, and the GP is sure of values it knows nothing about.
     """
 
     _num_outputs = 1
@@ -92,16 +106,23 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         feature_extractor: nn.Module,
         kernel: Kernel = "rbf",
         noise_floor: float = 0.01,
+        priors: bool = False,
     ) -> None:
         outcome_transform = Standardize(m=1)
         standardized_Y, _ = outcome_transform(train_Y)
         likelihood = GaussianLikelihood(noise_constraint=GreaterThan(noise_floor))
         super().__init__(train_X, standardized_Y.squeeze(-1), likelihood)
         n_features = _output_dim(feature_extractor, train_X)
+        self.lengthscale_prior: tuple[float, float] | None = None
+        constraint = None
+        if priors:
+            loc = math.sqrt(2) + 0.5 * math.log(n_features) + math.log(math.sqrt(12))
+            self.lengthscale_prior = (loc, math.sqrt(3))
+            constraint = GreaterThan(MIN_LENGTHSCALE, initial_value=math.exp(loc - 3.0))
         base = (
-            RBFKernel(ard_num_dims=n_features)
+            RBFKernel(ard_num_dims=n_features, lengthscale_constraint=constraint)
             if kernel == "rbf"
-            else MaternKernel(nu=2.5, ard_num_dims=n_features)
+            else MaternKernel(nu=2.5, ard_num_dims=n_features, lengthscale_constraint=constraint)
         )
         self.feature_extractor = feature_extractor
         self.mean_module = ConstantMean()
@@ -356,7 +377,26 @@ def negative_mll(model: DKLModel, X: Tensor, y: Tensor) -> Tensor:
         y - model.mean_module(z),
         _matern(kernel.base_kernel),
     )
+    fit = fit + _negative_log_prior(model)
     return fit / y.shape[-1] + 0.5 * math.log(2 * math.pi)
+
+
+def _negative_log_prior(model: DKLModel) -> Tensor | float:
+    """``-log p(lengthscales, noise)`` under the model's priors (0 without)."""
+    if model.lengthscale_prior is None:
+        return 0.0
+    lengthscale = model.covar_module.base_kernel.lengthscale.reshape(-1)
+    noise = model.likelihood.noise.reshape(-1)
+    return -(
+        _log_normal_density(lengthscale, *model.lengthscale_prior).sum()
+        + _log_normal_density(noise, *NOISE_PRIOR).sum()
+    )
+
+
+def _log_normal_density(x: Tensor, loc: float, scale: float) -> Tensor:
+    """The LogNormal(loc, scale) log density at ``x`` (> 0), elementwise."""
+    log_x = x.log()
+    return -log_x - math.log(scale * math.sqrt(2 * math.pi)) - (log_x - loc) ** 2 / (2 * scale**2)
 
 
 def members(model: Any) -> list[Any]:
@@ -430,8 +470,9 @@ class DKLLearner:
     previous weights and hyperparameters and run ``refit_iterations`` steps (0: keep them and
     only condition on the new data). Every ``full_refit_every`` fits (0: never) a fit starts
     afresh, as the first did. Iterations use random subsets of at most ``train_subset`` points
-    (None: all), so a warm fit costs about the same at 2,000 points as at 500. The process'
-    random state is left untouched.
+    (None: all), so a warm fit costs about the same at 2,000 points as at 500. ``priors``
+    trains by maximum a posteriori (`DKLModel`'s priors: for GPs without a network). The
+    process' random state is left untouched.
     """
 
     def __init__(
@@ -451,6 +492,7 @@ class DKLLearner:
         learning_rate: float = 0.01,
         weight_decay: float = 0.0,
         passthrough: int = 0,
+        priors: bool = False,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
@@ -474,6 +516,7 @@ class DKLLearner:
         self.train_subset = train_subset
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.priors = priors
         self.dtype, self.device = dtype, torch.device(device)
         self._generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Tensor] | None = None
@@ -483,6 +526,17 @@ class DKLLearner:
     def reset(self) -> None:
         """Forget the learned weights: the next fit starts afresh."""
         self._state = None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within this block, a fit only conditions on its data with the weights it has (no
+        training, no fresh start); the settings are restored afterwards."""
+        saved = self.refit_iterations, self.full_refit_every
+        self.refit_iterations, self.full_refit_every = 0, 0
+        try:
+            yield
+        finally:
+            self.refit_iterations, self.full_refit_every = saved
 
     def state_bytes(self) -> bytes:
         """Everything the next fit depends on (weights and hyperparameters, the count of fits
@@ -526,7 +580,9 @@ class DKLLearner:
             if int(finite.sum()) < 2:
                 raise ValueError(f"output {j} has {int(finite.sum())} finite values; a fit needs 2")
             y = column[finite].unsqueeze(-1)
-            outputs.append(DKLModel(X[finite], y, network, self.kernel, self.noise_floor))
+            outputs.append(
+                DKLModel(X[finite], y, network, self.kernel, self.noise_floor, self.priors)
+            )
         model = outputs[0] if len(outputs) == 1 else ModelListGP(*outputs)
         afresh = (
             self._state is None
@@ -557,21 +613,38 @@ def _learned_state(model: nn.Module) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def posterior_mean_std(
-    model: GPyTorchModel, X: Tensor, *, batch_size: int = 4096
+    model: GPyTorchModel,
+    X: Tensor,
+    *,
+    batch_size: int = 4096,
+    observation_noise: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marginal predictive mean and standard deviation of the latent function at each row of
     ``X`` (``N x d``), in the units of the training data: each of shape ``(N,)`` for a model
-    of one output, ``N x m`` for ``m`` outputs.
+    of one output, ``N x m`` for ``m`` outputs. With ``observation_noise``, the standard
+    deviation of a new measurement there (the model's noise variance added).
 
     Works through ``X`` in batches of independent points, so memory grows with
     ``batch_size x n_train``, never with ``N x N``.
     """
     means, stds = [], []
+    noise = [noise_variance(m) if observation_noise else 0.0 for m in members(model)]
+    added = torch.tensor(noise, dtype=X.dtype, device=X.device)
     for batch in X.split(batch_size):
         posterior = model.posterior(batch.unsqueeze(-2))
         means.append(posterior.mean.reshape(len(batch), -1))
-        stds.append(posterior.variance.clamp_min(0).sqrt().reshape(len(batch), -1))
+        variance = posterior.variance.reshape(len(batch), -1) + added
+        stds.append(variance.clamp_min(0).sqrt())
     mean, std = torch.cat(means), torch.cat(stds)
     if mean.shape[1] == 1:
         mean, std = mean.squeeze(1), std.squeeze(1)
     return mean.cpu().numpy(), std.cpu().numpy()
+
+
+def noise_variance(model: Any) -> float:
+    """The variance of a measurement about the latent function, in the units of the training
+    data: a `DKLModel`'s Gaussian noise, or a model's own ``noise_variance()``."""
+    if hasattr(model, "noise_variance"):
+        return float(model.noise_variance())
+    noise = float(model.likelihood.noise.detach().reshape(-1)[0])
+    return noise * float(model.outcome_transform.stdvs.reshape(-1)[0]) ** 2

@@ -15,6 +15,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .campaign import Campaign
+    from .config import Config
     from .simulators import Sample
 
 Z50 = 0.6744897501960817  # half-width of a central 50% Gaussian interval, in standard deviations
@@ -27,6 +28,15 @@ def true_scalars(campaign: Campaign, sample: Sample) -> np.ndarray:
     truth = campaign.scalarizer(sample.expected_spectra(campaign.config.dwell_s), campaign.axis)
     p = campaign.patches
     return np.asarray(truth[sample.spectrum_pixel(p.rows, p.cols)], dtype=np.float64)
+
+
+def truth_is_measured(config: Config) -> bool:
+    """Whether the truth of ``config``'s simulated sample is itself a measurement: a replay,
+    whose stored spectra carry the noise of the instrument that measured them, as opposed to a
+    synthetic sample's noise-free signal. A model's interval for such a truth is that of a new
+    measurement (the noise included), not that of the noise-free scalar."""
+    simulator = config.instrument.simulator
+    return simulator is not None and simulator.sample == "replay"
 
 
 def trace_metrics(

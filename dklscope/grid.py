@@ -5,15 +5,27 @@ the grid file, or a mapping), the ``samples`` and the ``arms`` (each a partial c
 over the base: a sample sets the simulator and its scalarizer, an arm the policy, model and
 embedding), the ``seeds`` (a count or a list), the ``budgets`` (policy steps) and
 ``pipeline`` (booleans) to run each with (default: as the base, sample and arm say),
-``eval_every`` (measurements between evaluations of the predicted map) and ``top_percent``::
+``eval_every`` (measurements between evaluations of the predicted map), ``top_percent`` and
+``baselines`` (the arms every other arm is compared with, seed by seed; default ``random`` and
+``gp-xy``, those of them the grid has)::
 
     base: quickstart.yaml
     samples:
       plasmonic: {instrument: {simulator: {sample: plasmonic}}, scalarizer: {window: [1.5, 2.2]}}
     arms:
       random: {policy: {kind: random}}
-      dkl-ei: {}
-    seeds: 10
+      gp-xy: {model: {input: coordinates}}
+      default: {}
+    seeds: 30
+
+Each sample's *protocol budget* is ``seed_points + steps`` of the base merged with the sample
+(or with a ``budgets`` entry's steps), before an arm overrides it (a ``random`` arm may run
+longer, to measure how many measurements it needs); each result records it as ``protocol_n``
+with the best fraction found within that many measurements, ``best_fraction_at_protocol``.
+Arms are paired: a campaign's seed points and measurement noise depend on its ``seed`` only
+(the seed points drawn from ``[seed, decision]``, the simulator's noise from the seed, the
+pixel and the visit), so arms run with the same seed start from the same points and see the
+same noise there, and `dklscope.aggregate.paired` compares them seed by seed.
 
 Every campaign runs through `Campaign` on the built-in simulator over loopback, exactly as a
 real one (the simulator in fast mode), single-threaded, so a grid gives the same results in one
@@ -53,6 +65,7 @@ class GridPoint:
     steps: int
     pipeline: bool
     config: dict[str, Any]
+    protocol_n: int | None = None  # the sample's protocol budget, measurements
 
     @property
     def name(self) -> str:
@@ -69,6 +82,14 @@ class Grid:
     folder: Path  # relative files in the configs are read from here
     eval_every: int = 10
     top_percent: float = 1.0
+    baselines: tuple[str, ...] = ("random", "gp-xy")
+
+
+#: The arms every other arm is compared with when a grid names no ``baselines``.
+DEFAULT_BASELINES = ("random", "gp-xy")
+
+#: Seeds of a grid that names none.
+DEFAULT_SEEDS = 30
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -81,13 +102,23 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError("", f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: must be a mapping")
-    known = {"base", "samples", "arms", "seeds", "budgets", "pipeline", "eval_every", "top_percent"}
+    known = {
+        "base",
+        "samples",
+        "arms",
+        "seeds",
+        "budgets",
+        "pipeline",
+        "eval_every",
+        "top_percent",
+        "baselines",
+    }
     if unknown := sorted(set(data) - known):
         raise ConfigError(unknown[0], f"unknown key; expected one of: {', '.join(sorted(known))}")
     base = _base(data.get("base"), path.parent)
     samples = _named(data.get("samples") or {"default": {}}, "samples")
     arms = _named(data.get("arms") or {"default": {}}, "arms")
-    seeds = data.get("seeds", 5)
+    seeds = data.get("seeds", DEFAULT_SEEDS)
     seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("seeds", f"must be a count or a list of integers, got {seeds!r}")
@@ -99,10 +130,19 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError("pipeline", f"must be a list of true/false, got {pipelines!r}")
     if not isinstance(budgets, list) or not all(b is None or isinstance(b, int) for b in budgets):
         raise ConfigError("budgets", f"must be a list of step counts, got {budgets!r}")
+    baselines = data.get("baselines")
+    if baselines is None:
+        baselines = [b for b in DEFAULT_BASELINES if b in arms]
+    if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
+        raise ConfigError("baselines", f"must be a list of arm names, got {baselines!r}")
+    if missing := [b for b in baselines if b not in arms]:
+        raise ConfigError("baselines", f"{missing[0]!r} is not an arm; arms: {', '.join(arms)}")
     points = []
     for sample, sample_part in samples.items():
+        protocol = _checked(_merge(base, sample_part), f"samples.{sample}", path.parent).budget
         for arm, arm_part in arms.items():
             for steps in budgets:
+                protocol_n = protocol.seed_points + (protocol.steps if steps is None else steps)
                 for pipeline in pipelines:
                     for seed in seeds:
                         merged = _merge(_merge(base, sample_part), arm_part)
@@ -120,6 +160,7 @@ def load_grid(path: str | Path) -> Grid:
                                 config.budget.steps,
                                 config.runner.pipeline,
                                 config.to_dict(),
+                                protocol_n,
                             )
                         )
     eval_every = data.get("eval_every", 10)
@@ -128,7 +169,7 @@ def load_grid(path: str | Path) -> Grid:
     top_percent = data.get("top_percent", 1.0)
     if not isinstance(top_percent, int | float) or not 0 < top_percent <= 100:
         raise ConfigError("top_percent", f"must be in (0, 100], got {top_percent!r}")
-    return Grid(tuple(points), path.parent, eval_every, float(top_percent))
+    return Grid(tuple(points), path.parent, eval_every, float(top_percent), tuple(baselines))
 
 
 def _base(value: Any, folder: Path) -> dict[str, Any]:
@@ -175,9 +216,15 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
     """Run ``point``'s campaign on its simulator and measure it against the ground truth.
 
     The predicted map is evaluated every ``eval_every`` successful measurements (0: only at the
-    end) with `Campaign.predict`, which leaves the campaign's own course unchanged.
+    end) with `Campaign.predict`, which leaves the campaign's own course unchanged. Its
+    intervals are those of the noise-free scalar, which is the truth of a synthetic sample; on
+    a replay the truth is itself a measurement (the stored spectra, noise and all), so there
+    they are the intervals of a new measurement (`truth_is_measured`).
+    ``protocol_n`` (the point's protocol budget; None: its own number of measurements) and
+    ``best_fraction_at_protocol``, the trace's best fraction after that many measurements (its
+    last value when the campaign measured fewer), are in the result.
     """
-    from .evaluation import map_metrics, trace_metrics, true_scalars
+    from .evaluation import map_metrics, trace_metrics, true_scalars, truth_is_measured
     from .instruments import simulated_campaign
     from .report import idle_fraction
 
@@ -192,12 +239,13 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
     }
     with simulated_campaign(config) as (campaign, sample):
         truth = true_scalars(campaign, sample)
+        measured_truth = truth_is_measured(config)
 
         def evaluate() -> None:
             n = len(campaign.ok_measurements())
             if n < 2 or (evaluations["n"] and evaluations["n"][-1] == n):
                 return
-            mean, std = campaign.predict()
+            mean, std = campaign.predict(observation_noise=measured_truth)
             scores = map_metrics(truth, mean, std, ~campaign.taken)
             evaluations["n"].append(n)
             for key, value in scores.items():
@@ -215,6 +263,8 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
         idle = idle_fraction(campaign.history)
     trace = trace_metrics(truth, measured, top_percent=top_percent)
     final = {k: (v[-1] if v else None) for k, v in evaluations.items() if k != "n"}
+    protocol_n = point.protocol_n if point.protocol_n is not None else len(measured)
+    at_protocol = trace["best_fraction"][: max(protocol_n, 1)]
     return {
         "sample": point.sample,
         "arm": point.arm,
@@ -223,11 +273,13 @@ def run_point(point: GridPoint, *, eval_every: int = 10, top_percent: float = 1.
         "pipeline": point.pipeline,
         "n_measurements": len(measured),
         "n_seed_points": config.budget.seed_points,
+        "protocol_n": protocol_n,
         "trace": {k: trace[k] for k in ("n", "best_fraction", "top_found")},
         "map": evaluations,
         "steps_to_90pct_best": trace["steps_to_90pct_best"],
         "steps_to_top_percent": trace["steps_to_top_percent"],
         "final_best_fraction": trace["best_fraction"][-1] if measured else None,
+        "best_fraction_at_protocol": at_protocol[-1] if at_protocol else None,
         "final_top_found": trace["top_found"][-1] if measured else None,
         "final_map_rmse": final["rmse"],
         "final_map_r2": final["r2"],

@@ -247,7 +247,10 @@ class Journal:
                 (decision, sqlite3.Binary(state)),
             )
 
-    def log_event(self, kind: str, **detail: Any) -> None:
+    def log_event(self, kind: str, /, **detail: Any) -> None:
+        """Journal an event of ``kind`` with ``detail`` (JSON). ``kind`` is positional-only, so
+        a detail may hold a key ``kind`` of its own (a ``model`` event's ``model.kind``);
+        `events` then shows the detail's."""
         self._write(
             "INSERT INTO events (t, kind, detail) VALUES (?, ?, ?)",
             (time.time(), kind, json.dumps(detail)),

@@ -4,7 +4,8 @@ A `LiveCampaign` holds the campaign as far as it is known: the overview, the mea
 decisions, the newest model's predicted maps, the state of the run and the budget left. A
 follower fills it from a thread of its own:
 
-- `JournalFollower` reads the campaign's folder: its journal, opened read-only (the campaign
+- `JournalFollower` reads the campaign's folder: its journal (with the newest model record:
+  the model chosen and its calibration, `dklscope.model_records`), opened read-only (the campaign
   is never held up; each poll reads what is new in one short read transaction). The progress
   events (``runner.publish``, found in the journal's ``run_started`` event) only wake it up, so
   a page shows a measurement milliseconds after it is journaled; without them it polls. The
@@ -37,6 +38,7 @@ import zmq
 from .control import ControlClient, ControlError
 from .drivers.security import ClientKeys, secure_client_socket
 from .journal import JOURNAL_NAME, DecisionRecord, Journal, JournalError, Measurement
+from .model_records import EVENT_KIND, ModelRecord
 from .progress import TOPIC
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ class LiveCampaign:
     measurements: list[Measurement] = dataclasses.field(default_factory=list)
     decisions: list[DecisionRecord] = dataclasses.field(default_factory=list)
     prediction: Prediction | None = None
+    model: ModelRecord | None = None  # the newest model record (`dklscope.model_records`)
     version: int = 0  # counts the changes
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
@@ -253,6 +256,7 @@ class JournalFollower(_Follower):
         self._next_maps = 0.0  # time.monotonic() from which the maps may be computed again
         self.campaign: Campaign | None = None
         self._n_events = 0
+        self._n_models = 0  # model records read
         self._checkpoint = -1  # the newest checkpoint's decision taken into account
         self._run: dict[str, Any] = {}  # the run's start: t, paused_s so far, t_paused
         self._open()
@@ -324,6 +328,7 @@ class JournalFollower(_Follower):
             measurements = journal.measurements(since=len(campaign.history))
             decisions = journal.decisions(since=len(campaign.decisions))
             events = journal.events(since=self._n_events)
+            models = journal.events(EVENT_KIND, since=self._n_models)
             checkpoint = None
             if time.monotonic() >= self._next_maps:  # else taken by a later poll
                 checkpoint = journal.newest_checkpoint(after=self._checkpoint)
@@ -334,7 +339,11 @@ class JournalFollower(_Follower):
         campaign.history += measurements
         campaign.decisions += decisions
         self._n_events += len(events)
+        self._n_models += len(models)
+        model = _newest_model(models)
         with live.lock:
+            if model is not None:
+                live.model = model
             live.measurements += measurements
             live.decisions += decisions
             activity = [m.t_done for m in measurements] + [d.t_decided for d in decisions]
@@ -384,7 +393,10 @@ class JournalFollower(_Follower):
         if run:
             end = run["t_paused"] or time.time()
             run_s = end - run["t"] - run["paused_s"]
-        left = budget_left(campaign.config, campaign.n_planned, campaign.history, run_s)
+        per_s = campaign.description.dose_per_s
+        left = budget_left(
+            campaign.config, campaign.n_planned, campaign.history, run_s, dose_per_s=per_s
+        )
         with live.lock:
             live.budget_left = left
 
@@ -452,6 +464,16 @@ class EventFollower(_Follower):
 
 _MEASUREMENT_FIELDS = {f.name: f.type for f in dataclasses.fields(Measurement)}
 _DECISION_FIELDS = {f.name for f in dataclasses.fields(DecisionRecord)}
+
+
+def _newest_model(events: list[dict[str, Any]]) -> ModelRecord | None:
+    """The newest valid model record among ``events`` (a malformed one is logged, skipped)."""
+    for event in reversed(events):
+        try:
+            return ModelRecord.from_event(event)
+        except ValueError as exc:
+            log.warning("%s: not shown", exc)
+    return None
 
 
 def _take_progress_event(live: LiveCampaign, event: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .jsonsafe import json_safe
+from .model_records import ModelRecord, model_figure, model_records, model_summary
 
 if TYPE_CHECKING:
     from .campaign import Campaign
@@ -43,6 +44,7 @@ REPORT_FILES = (
     "timeline.png",
     "latent.png",
     "spectra.png",
+    "model.png",
     "summary.json",
 )
 
@@ -64,8 +66,10 @@ def write_report(
     which the figure adds) is called once when at least two finite scalars were measured.
 
     Returns the paths written, in the order of `REPORT_FILES`: ``prediction.png`` is left out
-    when there is no prediction, ``latent.png`` when the campaign has no embedding and
-    ``spectra.png`` when no spectrum with a finite scalar was measured.
+    when there is no prediction, ``latent.png`` when the campaign has no embedding,
+    ``spectra.png`` when no spectrum with a finite scalar was measured and ``model.png`` when
+    the journal holds no model records (`dklscope.model_records`; they also give the summary's
+    ``model`` block).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,14 @@ def write_report(
         written.append(plot_latent(campaign, out / "latent.png"))
     if _scored(campaign.history):
         written.append(plot_spectra(campaign, out / "spectra.png"))
-    summary = summarize(campaign, wall_s)
+    records = model_records(campaign.journal)
+    figure = model_figure(records)
+    if figure is not None:
+        written.append(_save(figure, out / "model.png"))
+        if (warning := records[-1].warning()) is not None:
+            flagged = sum(r.flag is not None for r in records)
+            log.warning("model flagged at %d of %d refits; now: %s", flagged, len(records), warning)
+    summary = summarize(campaign, wall_s, records=records)
     if sample is not None:
         summary["ground_truth"] = ground_truth_figures(campaign, sample)
     write_summary(out / "summary.json", summary)
@@ -94,7 +105,12 @@ def write_report(
 # -- figures of merit ---------------------------------------------------------------------------
 
 
-def summarize(campaign: Campaign, wall_s: float | None = None) -> dict[str, Any]:
+def summarize(
+    campaign: Campaign,
+    wall_s: float | None = None,
+    *,
+    records: Sequence[ModelRecord] | None = None,
+) -> dict[str, Any]:
     """The campaign's figures of merit, as ``summary.json`` holds them.
 
     - ``n_measurements``: measurements that succeeded (status ``ok``); ``n_attempts`` every
@@ -106,6 +122,9 @@ def summarize(campaign: Campaign, wall_s: float | None = None) -> dict[str, Any]
       measurements of one run (`step_latencies_s`); left out when none can be computed.
     - ``median_decision_latency_s``: the median fit + choose time of the policy's decisions.
     - ``idle_fraction``: see `idle_fraction`.
+    - ``model``: with model records in the journal (``records``, if already read), the newest
+      record's model choice and calibration and how many refits were flagged
+      (`dklscope.model_records.model_summary`); left out without records.
     """
     history = campaign.history
     best = campaign.best()
@@ -134,6 +153,11 @@ def summarize(campaign: Campaign, wall_s: float | None = None) -> dict[str, Any]
     step = _median(step_latencies_s(history))
     if step is not None:
         summary["median_step_latency_s"] = step
+    if records is None:
+        records = model_records(campaign.journal)
+    model = model_summary(records)
+    if model is not None:
+        summary["model"] = model
     if best is not None:
         summary["best_position"] = {
             "x_px": best.x,

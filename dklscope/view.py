@@ -15,7 +15,9 @@ The page shows: the overview with the measured points (coloured by order or by v
 best starred, failed attempts as red crosses) and the next chosen point(s); the predicted mean
 and standard deviation of the newest model; the last spectrum (and the best one) with the
 scalarizer's window shaded; the scalar and the best so far against the measurement; decision
-latency and instrument idle time; the state of the run and the budget left. With a control
+latency and instrument idle time; the state of the run and the budget left; the model chosen at
+the newest refit, its stacking weights and the LOO calibration of its error bars, with a red
+warning in words while that refit is flagged as miscalibrated. With a control
 client it also has Pause, Resume and Stop buttons; without one (read-only) it has no controls
 at all and accepts none.
 """
@@ -96,6 +98,16 @@ CARD_STYLE = {
     "margin-right": "10px",
 }
 NOTE = "color:#57606a;font-size:13px"
+WARNING_STYLE = {
+    "background": "#ffebe9",
+    "border": "2px solid #cf222e",
+    "border-radius": "8px",
+    "padding": "6px 14px",
+    "color": "#a40e26",
+    "font-family": FONT,
+    "font-size": "15px",
+    "font-weight": "600",
+}
 LEGEND = {
     "orientation": "horizontal",
     "label_text_font_size": "12px",
@@ -201,8 +213,12 @@ def _seconds(value: float) -> str:
     return f"{int(value // 60)} min {value % 60:.0f} s"
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 class _Page:
@@ -270,7 +286,23 @@ class _Page:
                 text=f'<span style="{NOTE}">read-only view: no controls</span>',
                 name="read_only",
             )
-        header = column(self.title, row(*self.cards.values(), controls))
+        # The newest model record: which model, its weights and LOO calibration; and, while
+        # that record is flagged, a red warning that says what the flag means.
+        self.model_card = Div(
+            text=_card("model", "-", "no model records yet"),
+            styles=CARD_STYLE,
+            name="model",
+            width=390,
+            height=112,
+        )
+        self.model_warning = Div(
+            text="", name="model_warning", visible=False, styles=WARNING_STYLE, width=1200
+        )
+        header = column(
+            self.title,
+            row(*self.cards.values(), self.model_card, controls),
+            self.model_warning,
+        )
 
         # -- the overview and the maps: linked ranges, image rows downwards as on screen
         self.x_range, self.y_range = Range1d(-0.5, 47.5), Range1d(47.5, -0.5)
@@ -668,6 +700,42 @@ class _Page:
             )
         self.prediction_decision = prediction.decision
 
+    def _show_model(self) -> None:
+        """The model card and the warning, from the newest model record."""
+        with self.live.lock:
+            record = self.live.model
+        if record is None:
+            return
+        weights = " · ".join(
+            f"{html.escape(name)} {weight:.2f}"
+            for name, weight in sorted(record.weights.items(), key=lambda item: -item[1])
+        )
+        calibration = (
+            f"LOO coverage 50 % {_fraction(record.coverage50)} · 95 % "
+            f"{_fraction(record.coverage95)} · z sd {_number(record.z_sd)}"
+        )
+        value = html.escape(record.chosen)
+        if record.flag is not None:
+            flag = html.escape(record.flag)
+            value += f' <span style="color:#cf222e;font-size:15px">{flag}</span>'
+        text = _card(
+            f"model ({record.kind}) · decision {record.decision}",
+            value,
+            f"{weights}<br>{calibration}",
+        )
+        if text != self.model_card.text:
+            self.model_card.text = text
+        warning = record.warning()
+        if self.model_warning.visible != (warning is not None):
+            self.model_warning.visible = warning is not None
+        if warning is not None:
+            message = (
+                f"&#9888; Miscalibrated model at decision {record.decision} ({record.flag}): "
+                f"{html.escape(warning)}."
+            )
+            if message != self.model_warning.text:
+                self.model_warning.text = message
+
     def _header(self) -> None:
         live = self.live
         with live.lock:
@@ -732,6 +800,8 @@ class _Page:
                 "decision latency", "-", f"seed points · instrument idle {idle}"
             )
 
+        self._show_model()
+
         if self.buttons and state in ("stopped", "error") and self.message:
             self._set_message("")  # a reply to a request before the end says nothing now
         if self.buttons:
@@ -750,7 +820,8 @@ class _Page:
         if source == "events":
             notes.append(
                 "Following the progress events only (since this page's server connected): "
-                "no overview, spectra or predicted maps. Open the campaign's folder "
+                "no overview, spectra, predicted maps or model records. Open the campaign's "
+                "folder "
                 "(dklscope view DIR) for those."
             )
         elif state == "waiting":

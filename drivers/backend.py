@@ -4,10 +4,17 @@ A backend speaks in overview pixel coordinates (``x`` column, ``y`` row). It may
 arguments were already checked against the limits of its own `describe`; the server refuses
 anything else before the backend sees it.
 
-Optional hooks, used when present: ``park() -> None`` (move the probe to a safe place) and
-``blank() -> None`` (blank the beam). The server calls the first of them that the backend has
-when the controlling client stops heart-beating (the dead-man switch). A backend that describes
-more than one overview channel must accept ``get_overview(channel)``.
+Optional hooks, used when present: ``park() -> None`` (move the probe to the instrument's safe
+position, where it does no harm, and blank the beam if the instrument can) and ``blank() -> None``
+(blank the beam). The server's ``park`` command (protocol 1.2) and its dead-man switch both call
+``park()`` and then ``blank()``, each if the backend has it, and describe which it has
+(``can_park``, ``can_blank``). The next ``move_probe`` un-parks: it moves the probe and unblanks
+the beam. A backend that describes more than one overview channel must accept
+``get_overview(channel)``.
+
+Dose (protocol 1.2): a backend that describes ``dose_units`` and ``dose_per_s`` may set
+`Acquisition.dose` to the dose it actually delivered; otherwise the server counts
+``dwell_s * dose_per_s``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ class Acquisition:
     ``spectrum`` has shape ``(channels,)`` on the instrument's spectral axis; ``x`` and ``y``
     are where the probe actually was (overview pixels); ``timestamp`` is Unix time in seconds
     at the end of the exposure. ``seq`` is the server's sequence number for it (set by the
-    client from the reply; a backend leaves it None).
+    client from the reply; a backend leaves it None). ``dose`` is the dose this exposure
+    delivered, in the described ``dose_units`` (None: not accounted; a backend may leave it
+    None and the server counts ``dwell_s * dose_per_s``); ``dose_total`` is the server's running
+    total for its session after it (set by the client from a 1.2 reply).
     """
 
     spectrum: np.ndarray
@@ -36,6 +46,8 @@ class Acquisition:
     y: float
     timestamp: float
     seq: int | None = None
+    dose: float | None = None
+    dose_total: float | None = None
 
 
 @runtime_checkable

@@ -16,8 +16,11 @@ import zmq
 
 from .backend import Acquisition
 from .protocol import (
+    FIELDS_SINCE_1_2,
     MAX_HEADER_BYTES,
-    PROTOCOL_VERSION,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    ErrorCode,
     InstrumentDescription,
     ProtocolError,
     decode,
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 # While waiting for a reply, look at the server's heartbeats (and at the call's own deadline)
 # at least this often, milliseconds.
 WAIT_SLICE_MS = 100
+# With heartbeats on, the server counts as lost after this many intervals without any reply
+# (and at least LOST_AFTER_MIN_S) while no call is under way: `MicroscopeClient.server_lost`.
+LOST_AFTER_BEATS = 5
+LOST_AFTER_MIN_S = 1.0
 _RCVTIMEO = int(zmq.RCVTIMEO)  # plain ints: pyzmq's option enums cost microseconds a call
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -74,7 +81,13 @@ class MicroscopeClient:
     is given up on after two heartbeat intervals rather than the full timeout. With
     ``heartbeat_s`` the client also heart-beats (from a thread with its own socket) and `hello`
     arms the server's dead-man switch: should the heartbeats stop, the server parks the beam.
+    The other way round, `server_lost` says when the server has stopped answering them.
     ``keys`` turns on CURVE encryption and authentication.
+
+    Versions: `hello` announces ``1.protocol_minor`` (default: the newest this client speaks;
+    an older one makes it behave as an older client: no ``park``, no dose fields) and the
+    client then speaks the older of the two minor versions (`protocol_minor_in_use`): `park`
+    is only sent to a server that has it.
     """
 
     def __init__(
@@ -86,7 +99,14 @@ class MicroscopeClient:
         retries: int = 2,
         heartbeat_s: float | None = None,
         keys: ClientKeys | None = None,
+        protocol_minor: int = PROTOCOL_MINOR,
     ) -> None:
+        if not (isinstance(protocol_minor, int) and 0 <= protocol_minor <= PROTOCOL_MINOR):
+            raise ValueError(
+                f"protocol_minor must be an integer in [0, {PROTOCOL_MINOR}], got "
+                f"{protocol_minor!r}"
+            )
+        self.protocol_minor = protocol_minor
         self.address = address
         self.timeout_s = timeout_s
         self.retries = retries
@@ -105,6 +125,8 @@ class MicroscopeClient:
         self.server: dict[str, Any] | None = None  # the last hello reply
         self._beating = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        self._last_heard = time.monotonic()  # the last reply of any kind, from any thread
+        self._calls = 0  # calls under way (their own timeouts watch the server meanwhile)
 
     def _connect(self, kind: int, address: str) -> zmq.Socket:
         socket = self._context.socket(kind)
@@ -164,7 +186,7 @@ class MicroscopeClient:
         Also subscribes to the server's events and, with ``heartbeat_s``, arms its dead-man
         switch and starts heart-beating.
         """
-        args: dict[str, Any] = {"protocol": PROTOCOL_VERSION}
+        args: dict[str, Any] = {"protocol": f"{PROTOCOL_MAJOR}.{self.protocol_minor}"}
         if self.heartbeat_s is not None:
             args["heartbeat_s"] = self.heartbeat_s
         result, _ = self.call("hello", args)
@@ -178,15 +200,74 @@ class MicroscopeClient:
             self._events_heartbeat_s = float(result["heartbeat_s"])
             self._last_event = self._next_drain = time.monotonic()
         if self.heartbeat_s is not None and self._beat_thread is None:
+            self._last_heard = time.monotonic()
             self._beat_thread = threading.Thread(
                 target=self._heartbeat_loop, name="MicroscopeClient-heartbeat", daemon=True
             )
             self._beat_thread.start()
         return result
 
+    @property
+    def server_lost(self) -> str | None:
+        """Why the server counts as lost, or None: with ``heartbeat_s``, after `hello`, no
+        reply (to a heartbeat or anything else) for ``LOST_AFTER_BEATS`` heartbeat intervals
+        (at least ``LOST_AFTER_MIN_S``) while no call is under way. Safe from any thread; a
+        server that answers again is no longer lost."""
+        if self.heartbeat_s is None or self._beat_thread is None or self._calls:
+            return None
+        silent = time.monotonic() - self._last_heard
+        if silent <= max(LOST_AFTER_BEATS * self.heartbeat_s, LOST_AFTER_MIN_S):
+            return None
+        return (
+            f"{self.address} has not answered for {silent:.3g} s "
+            f"(heartbeats every {self.heartbeat_s:g} s)"
+        )
+
+    @property
+    def protocol_minor_in_use(self) -> int | None:
+        """The minor version both sides speak (the older of the two), known after `hello`."""
+        if self.server is None:
+            return None
+        minor = str(self.server.get("protocol", "")).partition(".")[2]
+        return min(int(minor), self.protocol_minor) if minor.isdigit() else 0
+
+    @property
+    def can_park(self) -> bool:
+        """Whether the server takes ``park`` (protocol 1.2), as far as `hello` said."""
+        minor = self.protocol_minor_in_use
+        return minor is not None and minor >= 2 and "park" in self.server.get("commands", {})  # type: ignore[union-attr]
+
     def describe(self) -> InstrumentDescription:
         result, _ = self.call("describe")
+        if self.protocol_minor < 2:  # an older client does not know the later fields
+            result = {k: v for k, v in result.items() if k not in FIELDS_SINCE_1_2}
         return InstrumentDescription.from_dict(result)
+
+    def park(self) -> dict[str, Any] | None:
+        """Move the probe to the instrument's safe position and blank the beam, as far as the
+        instrument can (protocol 1.2 ``park``); the next `move` or `measure` un-parks.
+
+        Returns the server's answer: ``action`` (``park``, ``blank`` or ``none``), ``moved``,
+        ``blanked``, ``reason``, ``state``, ``position``; None when the server speaks an older
+        protocol without ``park`` (nothing was sent, or it answered ``UNKNOWN_COMMAND``).
+        Sends `hello` first if it has not been sent.
+        """
+        if self.server is None:
+            self.hello()
+        if not self.can_park:
+            log.info("%s speaks protocol %s: it has no park", self.address, self._server_version())
+            return None
+        try:
+            result, _ = self.call("park")
+        except InstrumentError as exc:
+            if exc.code != ErrorCode.UNKNOWN_COMMAND:
+                raise
+            log.info("%s has no park: %s", self.address, exc)
+            return None
+        return result
+
+    def _server_version(self) -> str:
+        return str((self.server or {}).get("protocol", "unknown"))
 
     def get_overview(self, channel: str | None = None) -> np.ndarray:
         """The overview image (of ``channel``, default the first), shape (rows, cols), float32."""
@@ -280,6 +361,20 @@ class MicroscopeClient:
         n_arrays: int | None = 1,
     ) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
         """Send one request; yield ``(result, arrays)`` per reply until one says no ``more``."""
+        self._calls += 1
+        try:
+            yield from self._stream_replies(command, args, timeout_s, n_arrays=n_arrays)
+        finally:
+            self._calls -= 1
+
+    def _stream_replies(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout_s: float | None,
+        *,
+        n_arrays: int | None,
+    ) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
         if self._rehello and command != "hello":
             self._rehello = False
             self.hello()  # a new server process: learn its events address, re-arm the switch
@@ -315,6 +410,7 @@ class MicroscopeClient:
                 sent = self._send(message, wait_ms)  # same id: never executed twice
                 continue
             header, arrays = reply
+            self._last_heard = time.monotonic()
             if not header.get("ok"):
                 error = header.get("error") or {}
                 raise InstrumentError(
@@ -415,8 +511,9 @@ class MicroscopeClient:
                     )
                 except zmq.Again:  # no server to take it: this beat is missed, as it should be
                     pass
-                while socket.poll(0):  # replies are only drained: the beat is what counts
-                    socket.recv_multipart()
+                while socket.poll(0):  # replies are drained: the beat is what counts to the
+                    socket.recv_multipart()  # server; a reply, that the server is there
+                    self._last_heard = time.monotonic()
         finally:
             socket.close()
 
@@ -426,6 +523,7 @@ def _float(value: Any) -> float:
 
 
 def _acquisition(result: dict[str, Any], spectrum: np.ndarray) -> Acquisition:
+    dose, total = result.get("dose"), result.get("dose_total")
     try:
         return Acquisition(
             spectrum=spectrum,
@@ -434,6 +532,8 @@ def _acquisition(result: dict[str, Any], spectrum: np.ndarray) -> Acquisition:
             y=_float(result["y"]),
             timestamp=_float(result["timestamp"]),
             seq=None if result.get("seq") is None else int(result["seq"]),
+            dose=None if dose is None else float(dose),
+            dose_total=None if total is None else float(total),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed acquisition result {str(result)[:200]}") from exc

@@ -4,6 +4,10 @@
 `CheckResult` per check; ``dklscope conformance tcp://HOST:PORT`` prints them. The checks move
 the probe only within the described limits and acquire only at the smallest allowed dwell.
 numpy and pyzmq only, so a vendor can run it next to their own server.
+
+The checks speak the newest protocol version by default and check what the server's ``hello``
+says it speaks (a 1.2 server: also ``park`` and the dose account); ``protocol_minor=1`` runs
+them as a 1.1 client would, to show that an older client still works with a newer server.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import numpy as np
 import zmq
 
 from .client import InstrumentError, MicroscopeClient
-from .protocol import SIGNATURE, ErrorCode, InstrumentDescription, decode, encode
+from .protocol import (
+    PROTOCOL_MINOR,
+    SIGNATURE,
+    ErrorCode,
+    InstrumentDescription,
+    decode,
+    encode,
+)
 from .security import ClientKeys, secure_client_socket
 
 REQUIRED_COMMANDS = (
@@ -43,9 +54,13 @@ class CheckResult:
 
 
 class _Harness:
-    def __init__(self, address: str, timeout_s: float, keys: ClientKeys | None) -> None:
+    def __init__(
+        self, address: str, timeout_s: float, keys: ClientKeys | None, protocol_minor: int
+    ) -> None:
         self.address, self.timeout_s, self.keys = address, timeout_s, keys
-        self.client = MicroscopeClient(address, timeout_s=timeout_s, retries=0, keys=keys)
+        self.client = MicroscopeClient(
+            address, timeout_s=timeout_s, retries=0, keys=keys, protocol_minor=protocol_minor
+        )
         self.description: InstrumentDescription | None = None
 
     @property
@@ -53,6 +68,15 @@ class _Harness:
         if self.description is None:
             self.description = self.client.describe()
         return self.description
+
+    @property
+    def minor(self) -> int:
+        """The minor version both sides speak."""
+        if self.client.server is None:
+            self.client.hello()
+        minor = self.client.protocol_minor_in_use
+        assert minor is not None
+        return minor
 
     @property
     def dwell(self) -> float:
@@ -213,6 +237,55 @@ def _check_status_abort_heartbeat(h: _Harness) -> None:
     assert "t" in h.client.heartbeat()
 
 
+def _check_park(h: _Harness) -> None:
+    if h.minor < 2:  # an older server, or this client plays an older one: no park is sent
+        assert "park" not in h.client.server["commands"] or h.client.protocol_minor < 2, (
+            f"a {h.client.server['protocol']} server lists park"
+        )
+        assert h.client.park() is None, "park was sent to a server that does not speak 1.2"
+        return
+    d = h.d
+    assert "park" in h.client.server["commands"], "a 1.2 server's hello lists no park"
+    (x, y), _ = h.allowed_points(2)
+    h.client.move(x, y)
+    parked = h.client.park()
+    assert parked is not None
+    expected = "park" if d.can_park else "blank" if d.can_blank else "none"
+    assert parked["action"] == expected, f"park did {parked['action']!r}, described {expected!r}"
+    assert (parked["moved"], parked["blanked"]) == (d.can_park, d.can_blank), f"{parked}"
+    status = h.client.status()
+    assert status["state"] == "parked", f"state {status['state']!r} after park"
+    assert status["parked"] is not None and status["parked"]["action"] == expected, f"{status}"
+    if d.can_blank:  # a blanked beam exposes nothing
+        h.refused(ErrorCode.BACKEND_ERROR, "acquire", {"dwell_s": h.dwell})
+    h.client.move(x, y)
+    status = h.client.status()
+    assert status["state"] == "idle" and status["parked"] is None, f"not un-parked: {status}"
+    h.client.acquire(h.dwell)
+
+
+def _check_dose(h: _Harness) -> None:
+    d = h.d
+    if h.minor < 2 or d.dose_units is None:  # no dose account: none may be claimed
+        if h.minor < 2:
+            assert d.dose_units is None, "a description before 1.2 has dose_units"
+        return
+    assert d.dose_per_s is not None and d.dose_per_s >= 0, f"dose_per_s {d.dose_per_s}"
+    (x, y), _ = h.allowed_points(2)
+    h.client.move(x, y)
+    first, second = h.client.acquire(h.dwell), h.client.acquire(h.dwell)
+    for acq in (first, second):
+        assert acq.dose is not None and acq.dose >= 0, f"dose {acq.dose}"
+        assert acq.dose_total is not None, "no dose_total in the acquisition"
+    assert first.dose_total is not None and second.dose is not None
+    assert math.isclose(second.dose_total, first.dose_total + second.dose, rel_tol=1e-9), (
+        f"dose_total {second.dose_total} != {first.dose_total} + {second.dose}"
+    )
+    status = h.client.status()
+    assert status["dose_units"] == d.dose_units, f"status dose_units {status['dose_units']!r}"
+    assert math.isclose(status["dose_total"], second.dose_total, rel_tol=1e-9), f"{status}"
+
+
 def _check_malformed(h: _Harness) -> None:
     cases = {
         ErrorCode.BAD_MESSAGE: [SIGNATURE, b"{not json"],
@@ -239,15 +312,22 @@ CHECKS: dict[str, Callable[[_Harness], None]] = {
     "retried acquire is not repeated": _check_retry_deduplicated,
     "results_since": _check_results_since,
     "status, abort, heartbeat": _check_status_abort_heartbeat,
+    "park (1.2)": _check_park,
+    "dose account (1.2)": _check_dose,
     "malformed messages": _check_malformed,
 }
 
 
 def run_checks(
-    address: str, *, timeout_s: float = 10.0, keys: ClientKeys | None = None
+    address: str,
+    *,
+    timeout_s: float = 10.0,
+    keys: ClientKeys | None = None,
+    protocol_minor: int = PROTOCOL_MINOR,
 ) -> list[CheckResult]:
-    """Run every check against the server at ``address``; one result per check."""
-    harness = _Harness(address, timeout_s, keys)
+    """Run every check against the server at ``address``, as a client of protocol
+    ``1.protocol_minor`` would; one result per check."""
+    harness = _Harness(address, timeout_s, keys, protocol_minor)
     results = []
     try:
         for name, check in CHECKS.items():

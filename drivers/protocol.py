@@ -27,7 +27,7 @@ import zmq
 import zmq.backend
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2  # 1.1: saturation_level; 1.2: park and dose
 PROTOCOL_VERSION = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 SIGNATURE_PREFIX = b"dklscope/"
 SIGNATURE = SIGNATURE_PREFIX + str(PROTOCOL_MAJOR).encode()
@@ -95,6 +95,8 @@ class SpectralAxis:
 
 
 Rectangle = tuple[float, float, float, float]  # (x_min, x_max, y_min, y_max), overview pixels
+# The description's fields that protocol 1.2 ("park and dose") added.
+FIELDS_SINCE_1_2 = ("dose_units", "dose_per_s", "can_park", "can_blank")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,11 @@ class InstrumentDescription:
     (``pixel_units``), with the physical origin at the centre of pixel (0, 0). The probe may
     go where it is inside ``probe_limits`` and outside every one of ``forbidden_regions``;
     both are rectangles ``(x_min, x_max, y_min, y_max)``, edges included.
+
+    Dose (protocol 1.2): an instrument that accounts the dose it delivers says in which
+    ``dose_units`` and how much one second of exposure delivers (``dose_per_s``, so a controller
+    can tell the dose of a dwell before it asks for it); ``can_park`` and ``can_blank`` say what
+    the ``park`` command does on it (move the probe to its safe position, blank the beam).
     """
 
     name: str
@@ -119,6 +126,11 @@ class InstrumentDescription:
     forbidden_regions: tuple[Rectangle, ...] = ()
     overview_channels: tuple[str, ...] = ("overview",)
     saturation_level: float | None = None  # the detector's full scale (spectrum units), if any
+    # Added in 1.2 ("park and dose"):
+    dose_units: str | None = None  # units of the dose the instrument accounts; None: no account
+    dose_per_s: float | None = None  # dose one second of exposure delivers, in dose_units
+    can_park: bool = False  # `park` moves the probe to the instrument's safe position
+    can_blank: bool = False  # `park` blanks the beam
 
     def __post_init__(self) -> None:
         if self.probe_limits[1] < self.probe_limits[0]:  # default: the whole overview
@@ -127,6 +139,12 @@ class InstrumentDescription:
         regions = tuple(_four_floats(r) for r in self.forbidden_regions)
         object.__setattr__(self, "forbidden_regions", regions)
         object.__setattr__(self, "overview_channels", tuple(self.overview_channels))
+        if self.dose_per_s is not None and not (
+            math.isfinite(self.dose_per_s) and self.dose_per_s >= 0
+        ):
+            raise ValueError(f"dose_per_s must be a finite number >= 0, got {self.dose_per_s!r}")
+        if (self.dose_per_s is None) != (self.dose_units is None):
+            raise ValueError("dose_units and dose_per_s come together (both or neither)")
 
     @property
     def field_of_view(self) -> tuple[float, float]:
@@ -134,8 +152,14 @@ class InstrumentDescription:
         rows, cols = self.overview_shape
         return cols * self.pixel_size, rows * self.pixel_size
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "field_of_view": self.field_of_view}
+    def to_dict(self, minor: int = PROTOCOL_MINOR) -> dict[str, Any]:
+        """Plain data for ``describe``, as protocol ``1.minor`` has it (the fields added after
+        that minor version left out)."""
+        d = {**asdict(self), "field_of_view": self.field_of_view}
+        if minor < 2:
+            for key in FIELDS_SINCE_1_2:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InstrumentDescription:
@@ -159,6 +183,10 @@ class InstrumentDescription:
                 forbidden_regions=tuple(_four_floats(r) for r in d.get("forbidden_regions", ())),
                 overview_channels=tuple(str(c) for c in d.get("overview_channels", ["overview"])),
                 saturation_level=_float_or_none(d.get("saturation_level")),
+                dose_units=None if d.get("dose_units") is None else str(d["dose_units"]),
+                dose_per_s=_float_or_none(d.get("dose_per_s")),
+                can_park=d.get("can_park") is True,
+                can_blank=d.get("can_blank") is True,
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed instrument description: {exc!r}") from exc

@@ -7,6 +7,7 @@ is the same table in code: the server validates against it and returns it from `
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import queue
@@ -23,7 +24,7 @@ import zmq
 from .backend import Acquisition, Backend
 from .protocol import (
     PROTOCOL_MAJOR,
-    PROTOCOL_VERSION,
+    PROTOCOL_MINOR,
     ArrayFormat,
     ErrorCode,
     InstrumentDescription,
@@ -93,6 +94,8 @@ COMMANDS: dict[str, dict[str, Any]] = {
         "replay": True,
     },
     "status": {"args": {}, "arrays": 0},
+    # 1.2: move the probe to the instrument's safe position and blank the beam, as it can.
+    "park": {"args": {}, "arrays": 0, "instrument": True},
     "abort": {"args": {"target": _arg("string", "id of the request to cancel")}, "arrays": 0},
     "heartbeat": {"args": {}, "arrays": 0},
     "results_since": {
@@ -105,6 +108,8 @@ COMMANDS: dict[str, dict[str, Any]] = {
         "arrays": -1,  # one per result
     },
 }
+
+COMMANDS_SINCE_1_2 = ("park",)  # commands a server speaking 1.0 or 1.1 does not have
 
 MAX_ID_CHARS = 128
 DEADMAN_CHECK_S = 0.01  # how often, at most, silent controllers are looked for
@@ -225,6 +230,12 @@ class DriverServer:
     ``remember_ids`` move/acquire/measure requests (and at most ``remember_bytes`` of them,
     the newest always kept) are kept, so a retried request is answered again, never executed
     twice; the last ``store_size`` acquisitions are kept for ``results_since``.
+
+    ``protocol_minor`` makes the server speak an older minor version of protocol 1 (``1`` for
+    1.1: no ``park`` command, no dose fields), as an older server would; the default is the
+    newest. Whatever it speaks, the dead-man switch parks the instrument as `park` does.
+    Dose (1.2): the server adds up the dose of every acquisition (`dose_total`, in the
+    described ``dose_units``) and reports it with each acquisition and in ``status``.
     """
 
     def __init__(
@@ -241,7 +252,20 @@ class DriverServer:
         remember_bytes: int = 256 * 1024 * 1024,
         store_size: int = 10_000,
         max_points: int = 10_000,
+        protocol_minor: int = PROTOCOL_MINOR,
     ) -> None:
+        if not (isinstance(protocol_minor, int) and 0 <= protocol_minor <= PROTOCOL_MINOR):
+            raise ValueError(
+                f"protocol_minor must be an integer in [0, {PROTOCOL_MINOR}], got "
+                f"{protocol_minor!r}"
+            )
+        self.protocol_minor = protocol_minor
+        self.protocol_version = f"{PROTOCOL_MAJOR}.{protocol_minor}"
+        self._command_table = {
+            cmd: spec
+            for cmd, spec in COMMANDS.items()
+            if protocol_minor >= 2 or cmd not in COMMANDS_SINCE_1_2
+        }
         self.backend = backend
         self.address = address
         self.max_message_bytes = max_message_bytes
@@ -250,7 +274,15 @@ class DriverServer:
         self.keys = keys
         self._context = context or zmq.Context()
         self._own_context = context is None
-        self._description: InstrumentDescription = backend.describe()
+        self._hooks = tuple(
+            name for name in ("park", "blank") if callable(getattr(backend, name, None))
+        )
+        described = backend.describe()
+        self._description: InstrumentDescription = dataclasses.replace(
+            described,
+            can_park=described.can_park or "park" in self._hooks,
+            can_blank=described.can_blank or "blank" in self._hooks,
+        )
         if events_address == "auto":
             events_address = _same_interface(address)
         self._events_address = events_address
@@ -264,10 +296,8 @@ class DriverServer:
             "abort": self._abort,
             "heartbeat": self._heartbeat,
             "results_since": self._results_since,
+            "park": self._park,
         }  # "measure" streams: see _measure
-        self._safe_hook = next(
-            (name for name in ("park", "blank") if callable(getattr(backend, name, None))), None
-        )
         self.session = uuid.uuid4().hex
         self._started = time.monotonic()
         axis = self._description.spectral_axis
@@ -286,6 +316,9 @@ class DriverServer:
         self._next_deadman_check = -math.inf  # time.monotonic()
         self._position: tuple[float, float] | None = None
         self.safe_state: dict[str, Any] | None = None  # set when the dead-man switch fires
+        # {"action", "reason", "t", "moved", "blanked"} from a park until the next move
+        self.parked: dict[str, Any] | None = None
+        self.dose_total = 0.0  # of every acquisition this session, in the described dose_units
         self._events: _EventPublisher | None = None
         self._auth: Any = None
         self._stop = threading.Event()
@@ -404,7 +437,7 @@ class DriverServer:
     def _state(self) -> str:
         if self._streaming is not None:
             return "busy"
-        return "parked" if self.safe_state is not None else "idle"
+        return "parked" if self.parked is not None else "idle"
 
     # -- one message --------------------------------------------------------------------------
 
@@ -444,7 +477,7 @@ class DriverServer:
             client = header.get("client")
             if client is not None and not (isinstance(client, str) and len(client) <= MAX_ID_CHARS):
                 raise ProtocolError("'client' must be a string")
-            if not isinstance(cmd, str) or cmd not in COMMANDS:
+            if not isinstance(cmd, str) or cmd not in self._command_table:
                 raise Refusal(ErrorCode.UNKNOWN_COMMAND, f"unknown command {str(cmd)[:64]!r}")
         except VersionMismatch as exc:
             self._send(socket, identity, _error_reply(None, ErrorCode.UNSUPPORTED_VERSION, exc))
@@ -560,19 +593,41 @@ class DriverServer:
                 )
 
     def _make_safe(self, reason: str) -> None:
-        action = self._safe_hook or "none"
-        log.warning("dead-man switch: %s; backend action: %s", reason, action)
+        """The dead-man switch: park the instrument as the ``park`` command does."""
+        log.warning("dead-man switch: %s; parking (%s)", reason, ", ".join(self._hooks) or "none")
         try:
-            if self._safe_hook == "park":
-                self.backend.park()  # type: ignore[attr-defined]
-            elif self._safe_hook == "blank":
-                self.backend.blank()  # type: ignore[attr-defined]
+            parked = self._park_backend(reason)
+            action = parked["action"]
         except Exception as exc:
-            log.exception("the backend's %s failed", action)
-            reason += f"; {action} failed: {type(exc).__name__}: {exc}"
-            action = f"{action} failed"
+            action = f"{self._action_name()} failed"
+            log.exception("the backend's %s", action)
+            reason += f"; {action}: {type(exc).__name__}: {exc}"
         self.safe_state = {"action": action, "reason": reason, "t": time.time()}
         self._publish("safe_state", **self.safe_state)
+
+    def _action_name(self) -> str:
+        """What a park does here: ``park`` (the probe moves to safety), ``blank`` or ``none``."""
+        d = self._description
+        return "park" if d.can_park else "blank" if d.can_blank else "none"
+
+    def _park_backend(self, reason: str) -> dict[str, Any]:
+        """Call the backend's ``park`` then ``blank``, each if it has it; record and return
+        what was done (`parked`). A hook that raises propagates (the instrument was touched)."""
+        if "park" in self._hooks:
+            where = self.backend.park()  # type: ignore[attr-defined]
+            # The probe moved: to where the backend says, if it says (x, y), or unknown.
+            self._position = _position_or_none(where)
+        if "blank" in self._hooks:
+            self.backend.blank()  # type: ignore[attr-defined]
+        d = self._description
+        self.parked = {
+            "action": self._action_name(),
+            "reason": reason,
+            "t": time.time(),
+            "moved": d.can_park,
+            "blanked": d.can_blank,
+        }
+        return self.parked
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -585,7 +640,7 @@ class DriverServer:
                 raise Refusal(
                     ErrorCode.UNSUPPORTED_VERSION,
                     f"protocol {args['protocol']} is not supported; this server speaks "
-                    f"{PROTOCOL_VERSION}",
+                    f"{self.protocol_version}",
                 )
         if "heartbeat_s" in args:
             interval = args["heartbeat_s"]
@@ -600,16 +655,15 @@ class DriverServer:
         capabilities = ["measure", "abort", "results_since", "physical_units"]
         if self._events is not None:
             capabilities.append("events")
-        if self._safe_hook is not None:
-            capabilities.append(self._safe_hook)
+        capabilities += [h for h in ("park", "blank") if getattr(self._description, f"can_{h}")]
         if self.keys is not None:
             capabilities.append("curve")
         result = {
-            "protocol": PROTOCOL_VERSION,
+            "protocol": self.protocol_version,
             "server": "dklscope.drivers",
             "session": self.session,
             "instrument": d.name,
-            "commands": COMMANDS,
+            "commands": self._command_table,
             "limits": {
                 "probe_limits": d.probe_limits,
                 "forbidden_regions": d.forbidden_regions,
@@ -625,7 +679,7 @@ class DriverServer:
         return result, [], None
 
     def _describe(self, request: _Request, args: dict[str, Any]) -> Any:
-        return self._description.to_dict(), [], None
+        return self._description.to_dict(self.protocol_minor), [], None
 
     def _get_overview(self, request: _Request, args: dict[str, Any]) -> Any:
         d = self._description
@@ -668,7 +722,7 @@ class DriverServer:
         x, y = self._to_allowed_pixels(args["x"], args["y"], args.get("units", "px"))
         x_read, y_read = self.backend.move_probe(x, y)
         self._position = (float(x_read), float(y_read))
-        self.safe_state = None
+        self.safe_state = self.parked = None
         return {"x": _finite_or_none(x_read), "y": _finite_or_none(y_read)}, [], None
 
     def _acquire(self, request: _Request, args: dict[str, Any]) -> Any:
@@ -690,6 +744,14 @@ class DriverServer:
             "y": _finite_or_none(acq.y),
             "timestamp": _finite_or_none(acq.timestamp),
         }
+        d = self._description
+        if d.dose_per_s is not None:
+            dose = acq.dose if acq.dose is not None else acq.dwell_s * d.dose_per_s
+            if math.isfinite(dose):
+                self.dose_total += dose
+            if self.protocol_minor >= 2:
+                meta["dose"] = _finite_or_none(dose)
+                meta["dose_total"] = self.dose_total
         self._store.add(meta, spectrum)
         return meta, spectrum
 
@@ -730,7 +792,7 @@ class DriverServer:
         try:
             x_read, y_read = self.backend.move_probe(x, y)
             self._position = (float(x_read), float(y_read))
-            self.safe_state = None
+            self.safe_state = self.parked = None
             meta, spectrum = self._store_acquisition(request, self.backend.acquire(dwell_s))
         except Exception as exc:
             log.exception("backend error in measure, point %d", i)
@@ -760,6 +822,18 @@ class DriverServer:
             "controllers": sorted(self._controllers),
             "uptime_s": time.monotonic() - self._started,
         }
+        if self.protocol_minor >= 2:
+            result["parked"] = self.parked
+            result["dose_total"] = None if self._description.dose_per_s is None else self.dose_total
+            result["dose_units"] = self._description.dose_units
+        return result, [], None
+
+    def _park(self, request: _Request, args: dict[str, Any]) -> Any:
+        who = f"client {request.client!r}" if request.client else "a client"
+        parked = self._park_backend(f"park requested by {who}")
+        log.info("parked (%s) at the request of %s", parked["action"], who)
+        self._publish("parked", **parked)
+        result = {**parked, "state": self._state(), "position": self._position}
         return result, [], None
 
     def _abort(self, request: _Request, args: dict[str, Any]) -> Any:
@@ -869,6 +943,15 @@ def _is_positive_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return value > 0 and (isinstance(value, int) or math.isfinite(value))
+
+
+def _position_or_none(where: Any) -> tuple[float, float] | None:
+    """``where`` as a finite (x, y), or None."""
+    try:
+        x, y = (float(v) for v in where)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -47,6 +47,10 @@ class Behaviour:
     - ``damage_per_dose``: beam damage rate, per second of dose. Each spectrum pixel
       accumulates dose ``D`` (the sum of the dwells spent on it); an acquisition there sees the
       signal times ``exp(-damage_per_dose * D)``, with ``D`` the dose before this acquisition.
+    - ``dose_per_s`` and ``dose_units``: the dose one second of exposure delivers, and its
+      units, as the instrument describes them (protocol 1.2). The default, 1 ``"s"``, counts
+      the dose as seconds of exposure; e.g. ``6.2e8`` ``"e-"`` is a 100 pA probe in electrons.
+      Every acquisition delivers ``dwell_s * dose_per_s``; a parked (blanked) beam none.
     - ``fault_rate``: probability in [0, 1] that an acquisition fails. The fault's kind is drawn
       uniformly from ``faults``. Faults come from their own generator, seeded from the
       microscope's seed, and a faulty acquisition still draws its noise, so turning faults on
@@ -74,13 +78,21 @@ class Behaviour:
     faults: tuple[str, ...] = FAULT_KINDS
     saturation_level: float = 65535.0
     hang_s: float = 30.0
+    dose_per_s: float = 1.0
+    dose_units: str = "s"
 
     def __post_init__(self) -> None:
         drift = tuple(self.drift_px_per_s)
         if len(drift) != 2 or not all(_is_finite_number(v) for v in drift):
             raise ValueError(f"drift_px_per_s must be two finite numbers, got {drift!r}")
         object.__setattr__(self, "drift_px_per_s", (float(drift[0]), float(drift[1])))
-        for name in ("position_sd_px", "overhead_s", "overview_time_s", "damage_per_dose"):
+        for name in (
+            "position_sd_px",
+            "overhead_s",
+            "overview_time_s",
+            "damage_per_dose",
+            "dose_per_s",
+        ):
             _check_range(name, getattr(self, name), 0.0, math.inf)
         _check_range("fault_rate", self.fault_rate, 0.0, 1.0)
         _check_range("hang_s", self.hang_s, 0.0, math.inf)
@@ -96,6 +108,8 @@ class Behaviour:
         if not faults and self.fault_rate > 0:
             raise ValueError("faults is empty but fault_rate is above 0")
         object.__setattr__(self, "faults", faults)
+        if not isinstance(self.dose_units, str) or not self.dose_units.strip():
+            raise ValueError(f"dose_units must be a non-empty string, got {self.dose_units!r}")
 
 
 def _is_finite_number(value: object) -> bool:
@@ -120,6 +134,12 @@ class SimulatedMicroscope:
     the requests: a campaign that resumes after a crash on a fresh simulator measures exactly
     what it would have measured uninterrupted. ``behaviour`` adds drift, positioning error,
     latency, beam damage and faults (see `Behaviour`); its defaults add none.
+
+    Parking and dose (protocol 1.2): `park` moves the probe to ``park_position`` (overview
+    pixels; default the corner ``(x_min, y_min)`` of the probe limits) and blanks the beam,
+    `blank` only blanks it; `parked` says the beam is blanked, and nothing is acquired (and no
+    dose delivered) until the next `move_probe`. `dose_total` is the dose of every acquisition
+    so far, in ``behaviour.dose_units``; `dose_s` the exposure seconds per spectrum pixel.
     """
 
     def __init__(
@@ -131,6 +151,7 @@ class SimulatedMicroscope:
         realtime: bool = False,
         behaviour: Behaviour = Behaviour(),
         dwell_range_s: tuple[float, float] = (1e-4, 10.0),
+        park_position: tuple[float, float] | None = None,
     ) -> None:
         self.sample = sample
         self.noise = noise
@@ -148,7 +169,17 @@ class SimulatedMicroscope:
             spectrum_units=sample.spectrum_units,
             dwell_range_s=dwell_range_s,
             saturation_level=behaviour.saturation_level,
+            dose_units=behaviour.dose_units,
+            dose_per_s=behaviour.dose_per_s,
+            can_park=True,
+            can_blank=True,
         )
+        x0, _, y0, _ = self._description.probe_limits
+        self.park_position = (x0, y0) if park_position is None else park_position
+        if self._description.check_position(*self.park_position) is not None:
+            raise ValueError(
+                f"park_position {self.park_position} is not a position the probe may go to"
+            )
         self._x, self._y = 0.0, 0.0
         self._clock_s = 0.0
         self._started = time.monotonic()
@@ -157,6 +188,8 @@ class SimulatedMicroscope:
         self.dose_s = np.zeros(sample.signal.shape[:2])  # dwell seconds per spectrum pixel
         self.visits = np.zeros(sample.signal.shape[:2], dtype=np.int64)  # acquisitions per pixel
         self.parked = False  # the beam is blanked until the next move
+        self.dose_total = 0.0  # of every acquisition, in behaviour.dose_units
+        self.n_parks = 0  # calls of park
 
     # -- the Backend protocol -----------------------------------------------------------------
 
@@ -181,15 +214,25 @@ class SimulatedMicroscope:
         self.parked = False
         return self._x, self._y
 
-    def park(self) -> None:
-        """Blank the beam, as the driver server's dead-man switch asks when the controlling
-        client falls silent: no acquisition (and no dose) until the probe is moved again."""
+    def park(self) -> tuple[float, float]:
+        """Move the probe to `park_position` and blank the beam (the driver server's ``park``
+        and dead-man switch): no acquisition, and no dose, until the probe is moved again.
+        Returns where the probe now is."""
+        self._x, self._y = (float(v) for v in self.park_position)
+        self.parked = True
+        self.n_parks += 1
+        return self._x, self._y
+
+    def blank(self) -> None:
+        """Blank the beam where the probe is, until the next move."""
         self.parked = True
 
     def acquire(self, dwell_s: float) -> Acquisition:
         if self.parked:
             raise RuntimeError("the beam is parked (blanked): move the probe first")
         index, self.n_acquisitions = self.n_acquisitions, self.n_acquisitions + 1
+        dose = dwell_s * self.behaviour.dose_per_s
+        self.dose_total += dose  # delivered even if the readout then fails
         fault = self._draw_fault()
         i, j = self._spectrum_pixel_under_probe()
         signal = self._damaged_signal(i, j, dwell_s)
@@ -210,6 +253,7 @@ class SimulatedMicroscope:
             x=self._x,
             y=self._y,
             timestamp=time.time(),
+            dose=dose,
         )
 
     # -- the instrument clock and drift -------------------------------------------------------

@@ -5,9 +5,13 @@ Runs the grid of samples x arms x seeds x budgets a grid file describes (`dklsco
 processes (every core, each campaign single-threaded) or a Ray cluster, and writes into OUT:
 ``campaigns/*.json`` (one per campaign, as it finishes: an interrupted grid resumes),
 ``campaigns.csv``, ``aggregate.json`` and ``aggregate.csv`` (medians over seeds with bootstrap
-confidence intervals, per sample, arm, budget and pipelining) and plots of each metric against
-the number of measurements, one line per arm. The table printed (and ``--json``) is the
-aggregate's headline columns.
+confidence intervals, per sample, arm, budget and pipelining), ``paired.json`` and
+``paired.csv`` (each arm against each baseline, seed by seed: the mean difference in best
+fraction at the protocol budget with its BCa CI, the ratio of median steps-to-90%-of-best, and
+the issue's pass/fail verdicts), ``curves.json`` (the median curves with their bands), plots of
+each metric against the number of measurements, one line per arm, and ``summary.png`` (the
+grid on one figure). Two tables are printed: the paired comparisons, then the aggregate's
+headline columns (which ``--json`` writes).
 """
 
 from __future__ import annotations
@@ -27,11 +31,32 @@ HEADLINE = (
     "pipeline",
     "n_seeds",
     "final_best_fraction_median",
+    "protocol_n",
+    "best_fraction_at_protocol_median",
     "steps_to_90pct_best_median",
     "steps_to_90pct_best_reached",
     "final_map_rmse_median",
-    "coverage95_median",
+    "coverage50_min",
+    "coverage50_max",
+    "coverage95_min",
+    "coverage95_max",
+    "pass_coverage",
     "median_decision_latency_s_median",
+)
+PAIRED = (
+    "sample",
+    "arm",
+    "baseline",
+    "n_pairs",
+    "diff_mean",
+    "diff_ci_low",
+    "diff_ci_high",
+    "pass_ci",
+    "steps90_median",
+    "steps90_median_baseline",
+    "steps90_ratio",
+    "steps90_ratio_limit",
+    "pass_steps",
 )
 
 
@@ -55,7 +80,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from dklscope.aggregate import write_all
+    from dklscope.aggregate import paired, write_all
+    from dklscope.benchmarks import report
     from dklscope.grid import load_grid, run_grid
 
     grid = load_grid(args.grid)
@@ -77,7 +103,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             address=args.address,
             on_result=lambda _: progress.advance(task),
         )
-    rows, paths = write_all(results, out)
+    rows, paths = write_all(results, out, baselines=grid.baselines)
     for path in paths:
         log.info("wrote %s", path)
+    comparisons = paired(results, grid.baselines)  # as in paired.json: the same seeded bootstrap
+    report(
+        [{key: row.get(key) for key in PAIRED} for row in comparisons],
+        title="paired: baseline - arm in best fraction at the protocol budget (pass_ci: CI high "
+        "<= 0.02); steps to 90% of best, arm / baseline (pass_steps: within the limit)",
+        json_path=None,
+    )
     return [{key: row.get(key) for key in HEADLINE} for row in rows]

@@ -1,16 +1,19 @@
-"""Decision latency of one campaign step: refit the DKL model with the newest measurement,
+"""Decision latency of one campaign step: refit the model with the newest measurement,
 predict over every candidate, rank them by expected improvement and take the argmax.
 
-The candidates are 10 x 10 patches of a simulated lattice (N = rows x cols of the overview) and
-the scalars its noise-free defect-mode map, so the model sees realistic structure. For each
-(N, n) the model is first fitted to n measured points (not timed); each timed step then adds
-the chosen point and decides the next, as `Campaign` does. ``warm`` continues from the last
-weights for ``refit_iterations``; ``full`` refits from scratch for ``first_fit_iterations``.
+The model is the default one (``model.kind: auto``: every candidate model refitted and scored
+by leave-one-out, the best predicting), or the ``--model`` kind. The candidates are 10 x 10
+patches of a simulated lattice (N = rows x cols of the overview) and the scalars its
+noise-free defect-mode map, so the model sees realistic structure. For each (N, n) the model is
+first fitted to n measured points (not timed); each timed step then adds the chosen point and
+decides the next, as `Campaign` does. ``warm`` continues from the last weights;
+``full`` refits from scratch.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import statistics
@@ -39,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refit-iterations",
         type=int,
         default=None,
-        help="Adam steps of a warm fit (default: the model's default, model.refit_iterations)",
+        help="kind dkl: Adam steps of a warm fit (default: model.refit_iterations)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"model.kind to time (default: the default model, {ModelConfig().family})",
     )
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or both (default: cuda too when present)"
@@ -66,14 +74,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # restored below: the caller's process is left as it was
     try:
+        model = ModelConfig(kind=args.model, refit_iterations=refit)
         rows = [
-            _row(n_candidates, n_measured, mode, device, args.steps, args.threads, refit)
+            _row(n_candidates, n_measured, mode, device, args.steps, args.threads, model)
             for device in devices
             for n_candidates, n_measured in sizes
             for mode in modes
         ]
         rows += [
-            _quality(mode, args.quality, refit, args.threads) for mode in modes if args.quality
+            _quality(mode, args.quality, model, args.threads) for mode in modes if args.quality
         ]
         return rows
     finally:
@@ -112,21 +121,23 @@ def _row(
     device: str,
     steps: int,
     threads: int,
-    refit_iterations: int,
+    model: ModelConfig,
 ) -> dict[str, Any]:
     import torch
 
-    from ..dkl import DKLLearner
+    from ..model_family import build_learner, model_inputs
     from ..policies import ExpectedImprovement, PolicyState, decide
 
     patches, truth, positions = _problem(n_candidates)
-    candidates = torch.as_tensor(patches, dtype=torch.float64, device=device)
+    inputs, network = model_inputs(model, patches.reshape(-1, 10, 10), positions, None)
+    candidates = inputs.tensor.to(device)
     rng = np.random.default_rng(0)
     measured = np.zeros(len(truth), dtype=bool)
     measured[rng.choice(len(truth), size=n_measured, replace=False)] = True
-    learner = DKLLearner(
-        candidates.shape[1], seed=0, device=device, refit_iterations=refit_iterations
-    )
+    learner = build_learner(model, inputs, network, seed=0)
+    if device != "cpu":
+        for part in getattr(learner, "learners", {"": learner}).values():
+            part.device = torch.device(device)
     policy = ExpectedImprovement()
 
     def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,9 +150,9 @@ def _row(
         if mode == "full":
             learner.reset()
         t0 = time.perf_counter()
-        model = learner.fit(*data())
+        fitted = learner.fit(*data())
         state = PolicyState(
-            model=model,
+            model=fitted,
             candidates=candidates,
             positions=positions,
             measured=measured.copy(),
@@ -160,16 +171,19 @@ def _row(
     return {
         "n_candidates": n_candidates,
         "n_measured": n_measured,
+        "model": model.family,
         "device": device,
         "threads": threads if device == "cpu" else None,
         "mode": mode,
-        "refit_iterations": refit_iterations if mode == "warm" else None,
+        "refit_iterations": model.refit_iterations
+        if mode == "warm" and model.family == "dkl"
+        else None,
         "median_s": statistics.median(times),
         "p95_s": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
     }
 
 
-def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> dict[str, Any]:
+def _quality(mode: str, n_samples: int, base: ModelConfig, threads: int) -> dict[str, Any]:
     """The quickstart campaign (48 x 48 lattice, 10 seed points + 60 EI steps, over loopback)
     on samples 1..n_samples, every fit warm (``refit_iterations``) or from scratch."""
     from ..config import (
@@ -182,9 +196,7 @@ def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> 
     from ..instruments import simulated_campaign
     from ..report import ground_truth_figures
 
-    model = ModelConfig(
-        refit_iterations=refit_iterations, full_refit_every=1 if mode == "full" else 0
-    )
+    model = dataclasses.replace(base, full_refit_every=1 if mode == "full" else 0)
     fractions, seconds = [], []
     for sample_seed in range(1, n_samples + 1):
         config = Config(
@@ -202,7 +214,10 @@ def _quality(mode: str, n_samples: int, refit_iterations: int, threads: int) -> 
         seconds.append(time.perf_counter() - started)
     return {
         "mode": mode,
-        "refit_iterations": refit_iterations if mode == "warm" else None,
+        "model": model.family,
+        "refit_iterations": model.refit_iterations
+        if mode == "warm" and model.family == "dkl"
+        else None,
         "device": "cpu",
         "threads": threads,
         "quality_campaigns": n_samples,

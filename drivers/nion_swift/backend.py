@@ -4,8 +4,8 @@ The kit's objects it drives, as Swift (or the kit's headless test harness) has t
 
 - the **STEM controller** (``stem_controller.STEMController``): the probe, parked at
   ``probe_position`` (normalised (y, x), see `ScanGeometry`) whenever ``probe_state`` is not
-  ``"scanning"``; the scan context (the frame of the last scan set up); the beam blanker
-  (the ``C_Blank`` control);
+  ``"scanning"`` (``None``: the kit's own parked position, where `park` sends it); the scan
+  context (the frame of the last scan set up); the beam blanker (the ``C_Blank`` control);
 - the **scan** (a ``scan_base.ScanHardwareSource``): the overview, one frame of its current
   frame parameters, from the channel asked for (HAADF, MAADF, ...);
 - the **EELS camera** (a ``camera_base.CameraHardwareSource`` with the ``is_eels_camera``
@@ -50,6 +50,10 @@ class NionBackend:
     the exposure range the campaign may ask of the camera, seconds. ``timeout_s`` is added to
     every wait for a frame beyond the frame's own time. ``saturation_level`` is the camera's
     full scale in counts per spectrum channel, if known.
+
+    `park` (protocol 1.2, and the dead-man switch) sends the probe to the kit's parked
+    position and blanks the beam with ``C_Blank``; the next move unblanks. The dose is
+    accounted as seconds of exposure (``dose_units`` ``"s"``): the kit reports no beam current.
     """
 
     def __init__(
@@ -93,6 +97,10 @@ class NionBackend:
             probe_limits=self.geometry.probe_limits,
             overview_channels=tuple(self._channels),
             saturation_level=saturation_level,
+            dose_units="s",
+            dose_per_s=1.0,
+            can_park=True,
+            can_blank=bool(stem_controller.TryGetVal(BLANKER)[0]),
         )
         self._blanked_by_us = False
 
@@ -198,9 +206,18 @@ class NionBackend:
         x, y = self._probe_pixels()
         return Acquisition(spectrum=spectrum, dwell_s=float(exposure), x=x, y=y, timestamp=finished)
 
+    def park(self) -> None:
+        """Send the probe to the kit's parked position (``probe_position`` None), unless the
+        operator is scanning, and blank the beam if the instrument has ``C_Blank``; the next
+        move unparks and unblanks. The driver server's ``park`` and dead-man switch call it."""
+        if self._stem.probe_state != "scanning":
+            self._stem.probe_position = None
+        if self._description.can_blank:
+            self.blank()
+
     def blank(self) -> None:
-        """Blank the beam (``C_Blank``), as the driver server's dead-man switch asks; the next
-        move unblanks it."""
+        """Blank the beam (``C_Blank``), as the driver server's ``park`` and dead-man switch
+        ask; the next move unblanks it."""
         exists, _ = self._stem.TryGetVal(BLANKER)
         if not exists:
             raise RuntimeError(f"this instrument has no {BLANKER} control to blank the beam")

@@ -15,8 +15,11 @@ from dklscope.aggregate import (
     aggregate,
     curve_figure,
     curves,
+    mean_ci,
     median_ci,
+    paired,
     plot_curves,
+    summary_figure,
     write_all,
     write_tables,
 )
@@ -336,7 +339,13 @@ def test_plots_are_written_as_pngs_and_nothing_else(tmp_path):
     results += [result(s, sample="lattice", arm="random") for s in range(2)]
     folder = tmp_path / "plots"
     paths = plot_curves(results, folder, n_bootstrap=100)
-    names = ["best_fraction.png", "top_found.png", "map_rmse.png", "coverage95.png"]
+    names = [
+        "best_fraction.png",
+        "top_found.png",
+        "map_rmse.png",
+        "coverage50.png",
+        "coverage95.png",
+    ]
     assert [p.name for p in paths] == names
     assert sorted(p.name for p in folder.iterdir()) == sorted(names)
     for path in paths:
@@ -355,8 +364,16 @@ def test_map_plots_are_skipped_without_map_data(tmp_path):
 def test_no_results_write_tables_but_no_plots(tmp_path):
     rows, paths = write_all([], tmp_path)
     assert rows == []
-    assert [p.name for p in paths] == ["campaigns.csv", "aggregate.json", "aggregate.csv"]
+    assert [p.name for p in paths] == [
+        "campaigns.csv",
+        "aggregate.json",
+        "aggregate.csv",
+        "paired.json",
+        "paired.csv",
+        "curves.json",
+    ]
     assert strict_loads((tmp_path / "aggregate.json").read_text()) == []
+    assert strict_loads((tmp_path / "paired.json").read_text()) == []
 
 
 def test_line_labels_name_pipeline_and_budget_variants_and_the_reference_line():
@@ -372,6 +389,12 @@ def test_line_labels_name_pipeline_and_budget_variants_and_the_reference_line():
     fig = curve_figure(budgets, "best_fraction", where="trace", n_bootstrap=10)
     labels = [t.get_text() for t in fig.legends[0].texts]
     assert labels == ["dkl-ei (30 steps)", "dkl-ei (60 steps, pipelined)"]
+
+    # random runs longer than the others: one budget per arm needs no budget in the label
+    longer = [result(0, steps=60), result(0, arm="random", steps=300)]
+    fig = curve_figure(longer, "best_fraction", where="trace", n_bootstrap=10)
+    assert [t.get_text() for t in fig.legends[0].texts] == ["dkl-ei", "random"]
+    assert {line.get_linestyle() for line in fig.axes[0].get_lines()} == {"-"}
 
     only_pipelined = [result(0, pipeline=True)]
     fig = curve_figure(only_pipelined, "best_fraction", where="trace", n_bootstrap=10)
@@ -395,9 +418,158 @@ def test_write_all_writes_tables_then_plots(tmp_path):
         "campaigns.csv",
         "aggregate.json",
         "aggregate.csv",
+        "paired.json",
+        "paired.csv",
+        "curves.json",
         "best_fraction.png",
         "top_found.png",
         "map_rmse.png",
+        "coverage50.png",
         "coverage95.png",
+        "summary.png",
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+# -- paired comparisons -------------------------------------------------------------------------
+
+
+def arm_results(arm, fractions, steps90=None, *, seeds=None, steps=60):
+    """One campaign per seed of ``arm`` with the given best fraction at the protocol budget and
+    steps-to-90% (None: not reached)."""
+    seeds = range(len(fractions)) if seeds is None else seeds
+    steps90 = steps90 if steps90 is not None else [5] * len(fractions)
+    return [
+        result(
+            s,
+            arm=arm,
+            steps=steps,
+            protocol_n=8,
+            best_fraction_at_protocol=f,
+            steps_to_90pct_best=k,
+        )
+        for s, f, k in zip(seeds, fractions, steps90, strict=True)
+    ]
+
+
+def test_mean_ci_agrees_with_the_normal_interval_on_a_normal_sample():
+    values = np.random.default_rng(7).normal(0.01, 0.05, 40)
+    mean, low, high = mean_ci(values, n_bootstrap=4000, rng=1)
+    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+    assert mean == pytest.approx(values.mean())
+    assert low == pytest.approx(mean - half, abs=0.25 * half)
+    assert high == pytest.approx(mean + half, abs=0.25 * half)
+    assert mean_ci([0.2] * 5) == (0.2, 0.2, 0.2)  # no spread: a zero-width interval
+    assert mean_ci([0.3]) == (0.3, 0.3, 0.3)
+    assert all(math.isnan(v) for v in mean_ci([]))
+    with pytest.raises(ValueError, match="not finite"):
+        mean_ci([0.1, math.inf])
+
+
+def test_paired_differences_are_baseline_minus_arm_over_the_common_seeds():
+    # The default arm finds 1.0 in seeds 0-4; random 0.9, 0.8, 1.0, 0.7 in seeds 0-3 and 1.0 in
+    # seed 5: the pairs are seeds 0-3, d = random - default = [-0.1, -0.2, 0.0, -0.3].
+    results = arm_results("default", [1.0] * 5, [3, 4, 6, 8, 2])
+    results += arm_results("random", [0.9, 0.8, 1.0, 0.7, 1.0], seeds=[0, 1, 2, 3, 5], steps=200)
+    results += arm_results("gp-xy", [1.0, 1.0, 1.0, 1.0, 1.0], [6, 8, 12, 16, 4])
+    rows = paired(results, ["random", "gp-xy"], n_bootstrap=500)
+    by = {(r["arm"], r["baseline"]): r for r in rows}
+    assert set(by) == {
+        ("default", "random"), ("default", "gp-xy"), ("gp-xy", "random"), ("random", "gp-xy")
+    }  # fmt: skip
+    row = by["default", "random"]
+    assert (row["n_pairs"], row["protocol_n"], row["ci_method"]) == (4, 8, "BCa")
+    assert row["diff_mean"] == pytest.approx(-0.15)
+    assert row["diff_median"] == pytest.approx(-0.15)
+    assert row["diff_ci_low"] <= row["diff_mean"] <= row["diff_ci_high"] < 0
+    assert row["pass_ci"] is True
+    # Steps to 90%: default's median over seeds 0-3 is 5, random's 5 (all 5): ratio 1 > 1/3.
+    assert (row["steps90_median"], row["steps90_median_baseline"]) == (5.0, 5.0)
+    assert row["steps90_ratio"] == 1.0 and row["steps90_ratio_limit"] == pytest.approx(1 / 3)
+    assert row["pass_steps"] is False
+    row = by["default", "gp-xy"]  # equal fractions: a zero-width interval at 0
+    assert (row["n_pairs"], row["diff_mean"], row["diff_ci_high"]) == (5, 0.0, 0.0)
+    assert row["pass_ci"] is True
+    assert row["steps90_ratio"] == pytest.approx(4 / 8) and row["pass_steps"] is True
+    row = by["random", "gp-xy"]  # random is worse than gp-xy: d > 0, the criterion fails
+    assert row["diff_mean"] == pytest.approx(0.15) and row["pass_ci"] is False
+    row = by["gp-xy", "random"]  # gp-xy's median steps over seeds 0-3: 10, random's 5
+    assert row["steps90_ratio"] == 2.0 and row["pass_steps"] is False
+
+
+def test_censored_steps_give_a_ratio_of_zero_or_none():
+    results = arm_results("a", [1.0] * 3, [4, 4, 4]) + arm_results("b", [1.0] * 3, [9, None, None])
+    results += arm_results("c", [1.0] * 3, [None, None, 2])
+    rows = {(r["arm"], r["baseline"]): r for r in paired(results, ["b"], n_bootstrap=100)}
+    assert rows["a", "b"]["steps90_median_baseline"] is None  # its median is not reached
+    assert rows["a", "b"]["steps90_ratio"] == 0.0  # the arm reached it, the baseline did not
+    assert rows["c", "b"]["steps90_median"] is None and rows["c", "b"]["steps90_ratio"] is None
+    assert rows["a", "b"]["pass_steps"] is None  # no steps criterion against "b"
+
+
+def test_a_group_without_pairs_or_without_the_baseline():
+    results = arm_results("a", [1.0, 1.0], seeds=[0, 1]) + arm_results("b", [0.5], seeds=[7])
+    (row,) = [r for r in paired(results, ["b", "missing"]) if r["arm"] == "a"]
+    assert row["n_pairs"] == 0 and row["diff_mean"] is None and row["pass_ci"] is None
+
+
+def test_rows_hold_the_protocol_result_and_the_coverage_range_after_the_seed_points():
+    # Map evaluations at n = 2 (the seed points: left out), 4 and 6; medians over the three
+    # seeds: coverage95 at 4 is median(0.93, 0.80, 0.97) = 0.93, at 6 median(0.95, 0.9, 0.99).
+    maps = [[0.2, 0.93, 0.95], [0.1, 0.80, 0.90], [0.3, 0.97, 0.99]]
+    results = [
+        result(
+            s,
+            protocol_n=5,
+            best_fraction_at_protocol=0.8 + s / 10,
+            map={"n": [2, 4, 6], "coverage95": c, "coverage50": [0.1, 0.45, 0.55]},
+        )
+        for s, c in enumerate(maps)
+    ]
+    (row,) = aggregate(results, n_bootstrap=100)
+    assert row["protocol_n"] == 5
+    assert row["best_fraction_at_protocol_median"] == pytest.approx(0.9)
+    assert row["coverage95_min"] == pytest.approx(0.93)
+    assert row["coverage95_max"] == pytest.approx(0.95)
+    assert (row["coverage50_min"], row["coverage50_max"]) == (0.45, 0.55)
+    assert row["pass_coverage"] is True  # 0.93-0.95 within 0.85-0.99, 0.45-0.55 in 0.4-0.6
+    low = [dict(r, map=dict(r["map"], coverage50=[0.1, 0.3, 0.5])) for r in results]
+    assert aggregate(low, n_bootstrap=10)[0]["pass_coverage"] is False  # 0.3 < 0.4
+    (row,) = aggregate([result(0, map={})])
+    assert row["coverage95_min"] is None and row["protocol_n"] is None
+    assert row["pass_coverage"] is None
+
+
+def test_summary_figure_has_a_row_per_sample_and_the_paired_intervals():
+    results = arm_results("default", [1.0, 0.9, 1.0]) + arm_results("random", [0.8, 0.9, 0.7])
+    results += arm_results("gp-xy", [0.9, 1.0, 0.95])
+    results += [result(s, sample="lattice", arm=a) for s in range(2) for a in ("default", "random")]
+    rows = paired(results, ["random", "gp-xy"], n_bootstrap=100)
+    fig = summary_figure(results, rows, n_bootstrap=50)
+    axes = fig.axes
+    assert len(axes) == 8 and axes[0].get_title(loc="left") == "lattice"
+    diff = axes[7]  # plasmonic's paired panel: default and gp-xy vs random, default vs gp-xy...
+    labels = [t.get_text() for t in diff.get_xticklabels()]
+    assert labels == ["default", "gp-xy", "random"]
+    assert len(diff.containers) == sum(r["sample"] == "plasmonic" for r in rows) == 4
+    dashed = [line.get_ydata()[0] for line in diff.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == [0.02]
+    coverage95 = axes[6]
+    assert [line.get_ydata()[0] for line in coverage95.get_lines()][-1] == 0.95
+    assert summary_figure([], []) is None
+
+
+def test_write_all_writes_paired_tables_equal_to_paired(tmp_path):
+    results = arm_results("default", [1.0, 0.9, 1.0]) + arm_results("random", [0.8, 0.9, 0.7])
+    write_all(results, tmp_path, baselines=["random"], n_bootstrap=200, seed=2)
+    rows = strict_loads((tmp_path / "paired.json").read_text())
+    assert rows == paired(results, ["random"], n_bootstrap=200, seed=2)
+    assert [(r["arm"], r["baseline"]) for r in rows] == [("default", "random")]
+    with (tmp_path / "paired.csv").open(newline="") as f:
+        (line,) = list(csv.DictReader(f))
+    assert float(line["diff_mean"]) == pytest.approx(-0.5 / 3)
+    assert line["pass_ci"] == "True"
+    curves_json = strict_loads((tmp_path / "curves.json").read_text())
+    entry = next(c for c in curves_json if c["metric"] == "coverage95" and c["arm"] == "random")
+    assert entry["n"] == [2, 4, 6] and entry["median"] == [0.9, 0.93, 0.95]
+    assert (tmp_path / "summary.png").read_bytes().startswith(PNG)

@@ -12,10 +12,13 @@ def test_bench_speed_writes_a_row_per_size_and_mode(tmp_path):
     out = tmp_path / "speed.json"
     threads = torch.get_num_threads()
     argv = ["bench", "speed", "--sizes", "400x20", "--steps", "2", "--threads", "1"]
-    assert main([*argv, "--refit-iterations", "3", "--json", str(out)]) == 0
+    assert main([*argv, "--model", "dkl", "--refit-iterations", "3", "--json", str(out)]) == 0
     assert torch.get_num_threads() == threads  # the process' setting is restored
     rows = json.loads(out.read_text())
     assert [(row["mode"], row["refit_iterations"]) for row in rows] == [("warm", 3), ("full", None)]
+    assert main([*argv, "--modes", "warm", "--json", str(out)]) == 0
+    rows += json.loads(out.read_text())
+    assert [row["model"] for row in rows] == ["dkl", "dkl", "auto"]  # auto: the default
     for row in rows:
         assert (row["n_candidates"], row["n_measured"], row["device"]) == (400, 20, "cpu")
         assert row["threads"] == 1

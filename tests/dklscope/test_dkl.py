@@ -330,3 +330,13 @@ def test_the_posterior_is_differentiable_in_its_inputs():
     with torch.no_grad():
         fast = UpperConfidenceBound(model, beta=4.0)(x.detach())
     torch.testing.assert_close(value.detach(), fast, rtol=1e-6, atol=1e-8)
+
+
+def test_observation_noise_adds_the_noise_variance_in_data_units():
+    X, y = data(40, seed=11)
+    model = DKLLearner(6, seed=0, first_fit_iterations=20).fit(X, y)
+    mean, std = posterior_mean_std(model, X[:5])
+    mean_obs, std_obs = posterior_mean_std(model, X[:5], observation_noise=True)
+    noise = model.likelihood.noise.item() * model.outcome_transform.stdvs.item() ** 2
+    np.testing.assert_array_equal(mean, mean_obs)
+    np.testing.assert_allclose(std_obs**2, std**2 + noise, rtol=1e-10)

@@ -41,3 +41,14 @@ def test_map_metrics_on_known_errors_and_intervals():
 def test_map_metrics_without_unmeasured_candidates_are_none():
     scores = map_metrics(np.ones(3), np.ones(3), np.ones(3), np.zeros(3, dtype=bool))
     assert scores == {"rmse": None, "r2": None, "coverage50": None, "coverage95": None}
+
+
+def test_a_replay_s_truth_is_a_measurement_and_a_synthetic_sample_s_is_not():
+    from pathlib import Path
+
+    from dklscope.config import load_config
+    from dklscope.evaluation import truth_is_measured
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert truth_is_measured(load_config(configs / "beps_replay.yaml"))
+    assert not truth_is_measured(load_config(configs / "plasmonic.yaml"))

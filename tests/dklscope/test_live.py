@@ -14,6 +14,7 @@ from dklscope.dkl import posterior_mean_std
 from dklscope.instruments import simulated_campaign
 from dklscope.journal import Journal
 from dklscope.live import STATUS_S, EventFollower, JournalFollower, connectable
+from dklscope.model_family import GP_REFIT_ITERATIONS
 from dklscope.progress import ProgressPublisher
 
 from .test_runner import TINY
@@ -55,6 +56,7 @@ def test_a_campaign_is_followed_from_its_journal_as_it_runs_and_once_finished(tm
             "decisions": 0,
             "dose_s": pytest.approx(10 - 20 * 0.02),
             "wall_s": None,
+            "dose": None,  # no dose.total in the config
         }
         assert live.window == (1.05, 1.35) and live.axis_units == "eV"
         p = live.prediction  # the model behind the last decision, rebuilt from its checkpoint
@@ -156,7 +158,54 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_one_the_campaign_fitted(tmp_
         assert done.journal.newest_checkpoint(after=decision) is None
         before = done.learner.state_bytes()
         rebuilt = done.checkpoint_model(decision, state)
-        assert done.learner.state_bytes() == before and done.learner.refit_iterations == 10
+        assert done.learner.state_bytes() == before
+        settings = [
+            (lr.refit_iterations, lr.full_refit_every) for lr in done.learner.learners.values()
+        ]
+        assert settings == [(GP_REFIT_ITERATIONS, 0)] * 3  # restored after conditioning
     rebuilt_mean, rebuilt_std = posterior_mean_std(rebuilt, done.candidates)
     np.testing.assert_allclose(rebuilt_mean, mean, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(rebuilt_std, std, rtol=1e-9, atol=1e-9)
+
+
+def model_detail(decision, flag=None, coverage95=0.93):
+    """A ``model`` event's detail, as the campaign journals it at each refit."""
+    return {
+        "decision": decision,
+        "n_train": decision + 1,
+        "kind": "auto",
+        "scores": {"gp-xy": -1.02, "dkl-ensemble": -0.87},
+        "weights": {"gp-xy": 0.1, "dkl-ensemble": 0.9},
+        "chosen": "dkl-ensemble",
+        "coverage50": 0.47,
+        "coverage95": coverage95,
+        "z_sd": 1.08,
+        "flag": flag,
+    }
+
+
+def test_the_newest_model_record_is_followed(tmp_path):
+    config = parse_config(TINY + "policy: {kind: random}\nbudget: {seed_points: 2, steps: 3}\n")
+    follower = JournalFollower(tmp_path, maps_every_s=3600)
+    try:
+        with simulated_campaign(config, tmp_path / "journal.sqlite") as (campaign, _):
+            follower.poll()
+            campaign.step()
+            follower.poll()
+            assert follower.live.model is None  # no records (yet): nothing shown
+            campaign.journal.log_event("model", **model_detail(2))
+            campaign.journal.log_event("model", **model_detail(3, "overconfident", 0.71))
+            campaign.step()
+            follower.poll()
+            model = follower.live.model
+            assert (model.decision, model.kind, model.flag, model.coverage95) == (
+                3, "auto", "overconfident", 0.71
+            )  # fmt: skip
+            assert model.weights == {"gp-xy": 0.1, "dkl-ensemble": 0.9}
+            campaign.journal.log_event("model", **model_detail(4))
+            campaign.journal.log_event("model", decision=5, kind="auto")  # malformed: skipped
+            campaign.step()
+            follower.poll()
+            assert (follower.live.model.decision, follower.live.model.flag) == (4, None)
+    finally:
+        follower.close()

@@ -95,7 +95,8 @@ def test_the_summary_drops_the_step_latency_it_cannot_compute(tmp_path):
 def test_write_report_writes_every_plot_and_a_strict_json_summary(campaign, tmp_path):
     out = tmp_path / "report"
     written = write_report(campaign, out, wall_s=3.0)
-    expected = [name for name in REPORT_FILES if name != "latent.png"]  # no embedding
+    # no embedding, no model records
+    expected = [name for name in REPORT_FILES if name not in ("latent.png", "model.png")]
     assert [p.name for p in written] == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # nothing else written
     for path in written[:-1]:
@@ -205,7 +206,9 @@ def test_a_report_and_an_export_of_a_finished_campaign_folder(tmp_path):
     try:
         assert campaign.embedding is not None  # read back from embedding.pt
         written = write_report(campaign, tmp_path / "report")
-        assert [p.name for p in written] == list(REPORT_FILES)
+        records = campaign.journal.events("model")  # model.png with the campaign's records
+        expected = [n for n in REPORT_FILES if n != "model.png" or records]
+        assert [p.name for p in written] == expected
         assert all(p.stat().st_size > 0 for p in written)
         path = export_campaign(campaign, tmp_path / "campaign.h5", "h5")
     finally:
@@ -217,3 +220,90 @@ def test_a_report_and_an_export_of_a_finished_campaign_folder(tmp_path):
             if len(m.spectrum):
                 np.testing.assert_array_equal(row, m.spectrum)
         np.testing.assert_array_equal(f["measurements/x_px"][()], [m.x for m in measurements])
+
+
+# -- model records ------------------------------------------------------------------------------
+
+
+def model_event(decision, flag=None, coverage95=0.93, chosen="dkl-ensemble", **fields):
+    """A ``model`` event's detail as the campaign journals it at a refit."""
+    detail = {
+        "decision": decision,
+        "n_train": decision + 3,
+        "kind": "auto",
+        "scores": {"gp-xy": -1.02, "dkl-ensemble": -0.87 + decision / 100},
+        "weights": {"gp-xy": 0.1, "dkl-ensemble": 0.9},
+        "chosen": chosen,
+        "coverage50": 0.47,
+        "coverage95": coverage95,
+        "z_sd": 1.08,
+        "flag": flag,
+    }
+    detail.update(fields)
+    return detail
+
+
+def test_the_report_plots_the_model_records_and_sums_them_up(tmp_path):
+    from dklscope.model_records import model_figure, model_records
+
+    with journal_with(tmp_path / "journal.sqlite") as journal:
+        journal.log_event("model", **model_event(2))
+        journal.log_event("run_started", measurements=0)  # other events do not count
+        journal.log_event("model", **model_event(3, flag="overconfident", coverage95=0.71))
+        journal.log_event("model", **model_event(4, chosen="gp-xy", weights={"gp-xy": 1.0}))
+        journal.log_event("model", decision=5, kind="auto", scores="bad")  # left out, logged
+        campaign = StubCampaign(journal)
+        written = write_report(campaign, tmp_path / "report")
+        records = model_records(journal)
+    assert [r.decision for r in records] == [2, 3, 4]
+    assert [p.name for p in written][-2:] == ["model.png", "summary.json"]
+    assert (tmp_path / "report" / "model.png").read_bytes()[:8] == PNG
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["model"] == {
+        "kind": "auto",
+        "chosen": "gp-xy",
+        "weights": {"gp-xy": 1.0},
+        "coverage50": 0.47,
+        "coverage95": 0.93,
+        "z_sd": 1.08,
+        "flag": None,
+        "decision": 4,
+        "n_refits": 3,
+        "n_flagged": 1,
+    }
+    fig = model_figure(records)
+    scores, weights, coverage, z = fig.axes
+    lines = [line for line in scores.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in lines] == ["gp-xy", "dkl-ensemble"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [-0.85, -0.84, -0.83])
+    weights = [line for line in weights.get_lines() if line.get_label() == "dkl-ensemble"]
+    np.testing.assert_allclose(weights[0].get_ydata(), [0.9, 0.9, np.nan])  # not a candidate
+    red = [line.get_xdata()[0] for line in scores.get_lines() if line.get_color() == "red"]
+    assert red == [3]  # the flagged refit, marked on every panel
+    targets = [line.get_ydata()[0] for line in coverage.get_lines() if line.get_linestyle() == "--"]
+    assert targets == [0.5, 0.95]
+    red = [c for c in coverage.collections if len(c.get_offsets())]  # the flagged refit's marks
+    assert [tuple(c.get_offsets()[0]) for c in red] == [(3.0, 0.47), (3.0, 0.71)]
+    assert [line.get_ydata()[0] for line in z.get_lines() if line.get_linestyle() == "--"] == [1]
+
+
+def test_a_flag_is_explained_in_words():
+    from dklscope.model_records import ModelRecord
+
+    over = ModelRecord.from_event(model_event(3, flag="overconfident", coverage95=0.71))
+    assert over.warning() == (
+        "95 % intervals held only 71 % and 50 % intervals 47 % of left-out measurements: "
+        "the error bars are too narrow"
+    )
+    under = ModelRecord.from_event(model_event(3, flag="underconfident", coverage95=1.0))
+    assert under.warning().endswith("held 100 % and 50 % intervals 47 % of left-out "
+                                    "measurements: the error bars are too wide")  # fmt: skip
+    assert ModelRecord.from_event(model_event(3)).warning() is None
+    with pytest.raises(ValueError, match="coverage95: must be in"):
+        ModelRecord.from_event(model_event(3, coverage95=7))
+
+
+def test_no_model_records_no_model_plot_and_no_model_block(campaign, tmp_path):
+    written = write_report(campaign, tmp_path / "r")
+    assert "model.png" not in [p.name for p in written]
+    assert "model" not in json.loads((tmp_path / "r" / "summary.json").read_text())

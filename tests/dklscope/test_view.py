@@ -26,6 +26,7 @@ import pytest
 from dklscope.control import OPERATOR_STOP
 from dklscope.journal import Journal
 
+from .test_live import model_detail
 from .test_runner import REALTIME, start_run
 
 CHROMIUM_ARGS = [  # headless, and no attempt to reach Google's services on a closed network
@@ -231,9 +232,9 @@ def test_the_live_view_follows_pauses_and_stops_a_campaign(browser, tmp_path, re
     assert grown == sorted(grown) and grown[-1] == len(history) < N_PLANNED
     assert all(m.status == "ok" for m in history)
     with Journal(out / "journal.sqlite", read_only=True) as journal:
-        kinds = [e["kind"] for e in journal.events()]
+        kinds = [e["kind"] for e in journal.events() if e["kind"] != "model"]
         (stopped,) = journal.events("run_stopped")
-    assert kinds == ["run_started", "paused", "resumed", "run_stopped"]
+    assert kinds == ["run_started", "paused", "parked", "resumed", "parked", "run_stopped"]
     assert stopped["reason"] == OPERATOR_STOP
     # The page showed each measurement this long after it was journaled (for the record).
     delays = [t - history[n - 1].t_done for n, t in seen.items() if 0 < n <= len(history)]
@@ -248,8 +249,14 @@ def test_the_live_view_follows_pauses_and_stops_a_campaign(browser, tmp_path, re
     history = journaled(out)
     assert len(history) == N_PLANNED and len({m.decision for m in history}) == N_PLANNED
 
+    with Journal(out / "journal.sqlite") as journal:  # a last model record, flagged
+        journal.log_event("model", **model_detail(N_PLANNED - 1, "overconfident", 0.71))
+
     with view(str(out)) as url:  # the finished campaign, read-only
         page, hosts = open_page(browser, url)
+        wait_for(lambda: model(page, "model_warning", "m.visible"), "the model's warning")
+        assert "the error bars are too narrow" in text(page, "model_warning")
+        assert "dkl-ensemble" in text(page, "model") and "z sd 1.08" in text(page, "model")
         wait_for(lambda: points(page) == N_PLANNED, "every point of the finished campaign")
         wait_for(lambda: model(page, "mean", "m.data.image.length") == 1, "the maps")
         buttons = page.evaluate(
@@ -272,3 +279,40 @@ def test_controls_are_refused_on_a_page_that_listens_beyond_loopback(tmp_path, c
     assert "no such folder" in capsys.readouterr().err
     assert main(["view", str(tmp_path), "--control", "tcp://127.0.0.1:5601"]) == 2
     assert "--control goes with an events address" in capsys.readouterr().err
+
+
+def test_the_page_shows_the_model_and_warns_in_red_while_it_is_flagged():
+    """In this process, without a browser: the page's model card and warning follow the
+    newest model record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bokeh.document import Document
+
+    from dklscope.live import LiveCampaign
+    from dklscope.model_records import ModelRecord
+    from dklscope.view import _Page
+
+    live = LiveCampaign(title="run", source="journal", state="running")
+    with ThreadPoolExecutor(1) as executor:
+        page = _Page(Document(), live, None, executor)
+        assert not page.model_warning.visible and "no model records" in page.model_card.text
+        with live.lock:
+            live.model = ModelRecord.from_event(model_detail(7, "overconfident", 0.71))
+        live.changed()
+        page.refresh()
+        assert page.model_warning.visible
+        assert (
+            "95 % intervals held only 71 % and 50 % intervals 47 % of left-out measurements: "
+            "the error bars are too narrow" in page.model_warning.text
+        )
+        assert "decision 7" in page.model_warning.text
+        card = page.model_card.text
+        assert "dkl-ensemble" in card and "overconfident" in card
+        assert "dkl-ensemble 0.90 · gp-xy 0.10" in card  # the weights, largest first
+        assert "50 % 0.47 · 95 % 0.71 · z sd 1.08" in card
+        with live.lock:
+            live.model = ModelRecord.from_event(model_detail(8))
+        live.changed()
+        page.refresh()
+        assert not page.model_warning.visible  # the newest record is calibrated
+        assert "overconfident" not in page.model_card.text and "decision 8" in page.model_card.text

@@ -100,6 +100,33 @@ class FakeBackend:
         )
 
 
+class ParkingFake(FakeBackend):
+    """A fake whose park() moves the probe to (0, 0) and blanks the beam (recorded in
+    `calls`), that accounts its dose in electrons, and refuses to expose while blanked."""
+
+    def __init__(self, description=None, **kwargs):
+        super().__init__(
+            description or make_description(dose_units="e-", dose_per_s=2.0e9, can_blank=True),
+            **kwargs,
+        )
+        self.blanked = False
+
+    def move_probe(self, x, y):
+        self.blanked = False
+        return super().move_probe(x, y)
+
+    def park(self):
+        self._record("park")
+        self.position = (0.0, 0.0)
+        self.blanked = True
+        return self.position
+
+    def acquire(self, dwell_s):
+        if self.blanked:
+            raise RuntimeError("the beam is blanked")
+        return super().acquire(dwell_s)
+
+
 @pytest.fixture
 def backend():
     return FakeBackend()

@@ -38,7 +38,10 @@ class FakeStem:
         return self._probe
 
     @probe_position.setter
-    def probe_position(self, p: Geometry.FloatPoint) -> None:  # clamped, as the kit does
+    def probe_position(self, p: Geometry.FloatPoint | None) -> None:  # clamped, as the kit does
+        if p is None:  # the kit's own parked position
+            self._probe = None
+            return
         self._probe = Geometry.FloatPoint(y=min(max(p.y, 0.0), 1.0), x=min(max(p.x, 0.0), 1.0))
 
     def TryGetVal(self, name):  # the kit's names
@@ -225,6 +228,35 @@ def test_the_dead_man_switch_blanks_the_beam_and_the_next_move_unblanks_it(kit):
     kit.backend.move_probe(1.0, 1.0)
     assert kit.stem.values["C_Blank"] == 0.0
     assert math.isfinite(kit.backend.acquire(0.1).spectrum.sum())
+
+
+def test_park_sends_the_probe_to_the_kits_parked_position_and_blanks_it(kit):
+    d = kit.backend.describe()
+    assert (d.can_park, d.can_blank, d.dose_units, d.dose_per_s) == (True, True, "s", 1.0)
+    kit.backend.move_probe(3.0, 2.0)
+    kit.backend.park()
+    assert kit.stem.probe_position is None and kit.stem.values["C_Blank"] == 1.0
+    with pytest.raises(RuntimeError, match="blanked"):
+        kit.backend.acquire(0.1)
+    assert kit.backend.move_probe(3.0, 2.0) == pytest.approx((3.0, 2.0))
+    assert kit.stem.values["C_Blank"] == 0.0
+    assert math.isfinite(kit.backend.acquire(0.1).spectrum.sum())
+
+
+def test_park_during_the_operators_scan_only_blanks(kit):
+    kit.backend.move_probe(3.0, 2.0)
+    kit.stem.probe_state = "scanning"
+    kit.backend.park()
+    assert kit.stem.probe_position is not None and kit.stem.values["C_Blank"] == 1.0
+
+
+def test_an_instrument_without_a_blanker_describes_it_cannot_blank(kit):
+    del kit.stem.values["C_Blank"]
+    backend = NionBackend(kit.stem, kit.scan, kit.camera)
+    assert backend.describe().can_blank is False
+    backend.move_probe(3.0, 2.0)
+    backend.park()  # parks the probe, blanks nothing
+    assert kit.stem.probe_position is None and "C_Blank" not in kit.stem.values
 
 
 def test_a_beam_the_operator_blanked_stays_blanked(kit):

@@ -105,9 +105,9 @@ def test_spectra_change_with_the_flakes_under_the_probe(client, flakes):
             assert ratio == pytest.approx(np.expm1(n * T_OVER_LAMBDA_PER_FLAKE), abs=0.05)
 
 
-def test_the_dead_man_switch_blanks_the_beam_until_the_next_move(nion_usim):
+def test_the_dead_man_switch_parks_and_blanks_the_beam_until_the_next_move(nion_usim):
     with MicroscopeClient(nion_usim[0], timeout_s=30.0, heartbeat_s=0.2) as controller:
-        assert "blank" in controller.hello()["capabilities"]
+        assert {"park", "blank"} <= set(controller.hello()["capabilities"])
         controller.move(5.0, 5.0)
     # the controlling client is gone (and stopped heart-beating): the server blanks the beam
     with MicroscopeClient(nion_usim[0], timeout_s=30.0) as other:
@@ -116,7 +116,8 @@ def test_the_dead_man_switch_blanks_the_beam_until_the_next_move(nion_usim):
             if status["state"] == "parked":
                 break
             time.sleep(0.05)
-        assert status["safe_state"]["action"] == "blank"
+        assert status["safe_state"]["action"] == "park"
+        assert status["parked"]["blanked"] is True
         with pytest.raises(InstrumentError, match="blanked"):
             other.acquire(0.001)
         other.move(5.0, 5.0)

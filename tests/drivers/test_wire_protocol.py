@@ -291,8 +291,43 @@ def test_description_to_dict_has_the_documented_fields(description_factory):
         "forbidden_regions": (),
         "overview_channels": ("overview",),
         "saturation_level": None,
+        "dose_units": None,
+        "dose_per_s": None,
+        "can_park": False,
+        "can_blank": False,
         "field_of_view": (4.0, 3.0),  # 8 columns, 6 rows of 0.5 nm
     }
+
+
+def test_a_description_for_protocol_1_1_leaves_out_the_park_and_dose_fields(description_factory):
+    description = description_factory(dose_units="e-", dose_per_s=3.0, can_park=True)
+    new, old = description.to_dict(), description.to_dict(minor=1)
+    assert (new["dose_units"], new["dose_per_s"], new["can_park"]) == ("e-", 3.0, True)
+    assert set(new) - set(old) == {"dose_units", "dose_per_s", "can_park", "can_blank"}
+    # what a 1.1 server sends reads as "no dose account, cannot park" on a 1.2 client
+    read = InstrumentDescription.from_dict(old)
+    assert (read.dose_units, read.dose_per_s, read.can_park, read.can_blank) == (
+        None,
+        None,
+        False,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"dose_units": "e-"}, "both or neither"),
+        ({"dose_per_s": 1.0}, "both or neither"),
+        ({"dose_units": "e-", "dose_per_s": -1.0}, "dose_per_s must be"),
+        ({"dose_units": "e-", "dose_per_s": float("nan")}, "dose_per_s must be"),
+    ],
+)
+def test_a_description_refuses_a_half_or_negative_dose_account(
+    description_factory, fields, message
+):
+    with pytest.raises(ValueError, match=message):
+        description_factory(**fields)
 
 
 @pytest.mark.parametrize("rows, cols", [(6, 8), (40, 64), (1, 1), (64, 40)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dklscope.drivers import Backend, DriverServer, MicroscopeClient
-from dklscope.simulators import SimulatedMicroscope, lattice_sample
+from dklscope.simulators import Behaviour, SimulatedMicroscope, lattice_sample
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,50 @@ def test_parking_blanks_the_beam_until_the_next_move(sample):
     assert microscope.dose_s.sum() == 0  # no dose while blanked
     microscope.move_probe(3.0, 4.0)
     assert microscope.acquire(0.01).spectrum.shape == (sample.spectral_axis.size,)
+
+
+def test_park_moves_the_probe_to_its_safe_position_and_blank_only_blanks(sample):
+    microscope = SimulatedMicroscope(sample, noise=False)
+    microscope.move_probe(30.0, 20.0)
+    assert microscope.park() == (0.0, 0.0)  # the corner of the probe limits by default
+    assert microscope.parked and microscope.n_parks == 1
+    elsewhere = SimulatedMicroscope(sample, noise=False, park_position=(63.0, 39.0))
+    elsewhere.move_probe(30.0, 20.0)
+    elsewhere.blank()  # blanks where it is
+    assert elsewhere.parked and elsewhere.n_parks == 0
+    elsewhere.move_probe(30.0, 20.0)
+    assert elsewhere.acquire(0.1).x == 30.0
+    assert elsewhere.park() == (63.0, 39.0)
+    with pytest.raises(ValueError, match="park_position"):
+        SimulatedMicroscope(sample, park_position=(64.0, 0.0))  # off the overview
+
+
+def test_the_dose_account_counts_every_exposure_and_nothing_while_parked(sample):
+    electrons = Behaviour(dose_per_s=6.25e8, dose_units="e-")  # a 100 pA probe
+    microscope = SimulatedMicroscope(sample, noise=False, behaviour=electrons)
+    d = microscope.describe()
+    assert (d.dose_units, d.dose_per_s, d.can_park, d.can_blank) == ("e-", 6.25e8, True, True)
+    microscope.move_probe(5.0, 5.0)
+    assert microscope.acquire(0.2).dose == pytest.approx(1.25e8)
+    assert microscope.acquire(0.4).dose == pytest.approx(2.5e8)
+    assert microscope.dose_total == pytest.approx(3.75e8)
+    assert microscope.dose_s.sum() == pytest.approx(0.6)  # the damage counts exposure seconds
+    microscope.park()
+    with pytest.raises(RuntimeError, match="parked"):
+        microscope.acquire(0.4)
+    assert microscope.dose_total == pytest.approx(3.75e8)
+    # by default, the dose is the exposure in seconds
+    plain = SimulatedMicroscope(sample, noise=False)
+    assert (plain.describe().dose_units, plain.acquire(0.3).dose) == ("s", 0.3)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [({"dose_units": ""}, "dose_units"), ({"dose_per_s": -1.0}, "dose_per_s")],
+)
+def test_a_bad_dose_account_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Behaviour(**fields)
 
 
 def test_the_dead_man_switch_parks_the_simulated_beam(sample):

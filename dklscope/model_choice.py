@@ -1,0 +1,115 @@
+"""Automatic model choice: fit several surrogate models, score each by its leave-one-out
+predictive density on the measured data, and use the best.
+
+`AutoLearner` holds one learner per candidate model (by name). At every fit it fits them all
+(each warm-started from its own last fit), scores each by the mean closed-form leave-one-out
+log predictive density per measured point (`dklscope.loo`), and returns the model of the
+highest score; `last_record` says what was scored, the stacking weights, the choice and the
+chosen model's LOO calibration, for the campaign's journal. Choosing the model that best
+predicts each measured point from the others is model choice by predictive likelihood (Vehtari,
+Gelman & Gabry 2017, "Practical Bayesian model evaluation using leave-one-out cross-validation
+and WAIC"); the stacking weights (Yao, Vehtari, Simpson & Gelman 2018, "Using stacking to
+average Bayesian predictive distributions") say how a combination would weigh them, and are
+journaled as a diagnostic.
+
+Closed-form LOO holds the hyperparameters fixed, so it favours a model whose many trained
+weights follow the measured points (a neural feature extractor) a little; the candidates of
+the default list are GPs with a handful of hyperparameters each, for which the bias is small.
+Below `MIN_POINTS` measurements the scores say little, and the first candidate is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .dkl import DKLLearner, members
+from .loo import calibration, leave_one_out
+
+MIN_POINTS = 8  # measurements below which the first candidate is used without scoring
+
+
+def stacking_weights(log_density: Tensor, iterations: int = 200) -> Tensor:
+    """The weights ``w`` (``(M,)``, on the simplex) that maximise ``Σᵢ log Σₘ wₘ pᵢₘ`` for the
+    LOO predictive densities ``log_density`` (``n x M``: point i under model m), by the EM
+    fixed point ``wₘ ← mean_i(wₘ pᵢₘ / Σₖ wₖ pᵢₖ)``, which increases the objective at every
+    iteration (Yao et al. 2018, §3)."""
+    m = log_density.shape[1]
+    w = torch.full((m,), 1.0 / m, dtype=log_density.dtype)
+    shifted = log_density - log_density.max(dim=1, keepdim=True).values  # per point: no overflow
+    p = shifted.exp()
+    for _ in range(iterations):
+        mix = p * w
+        w = (mix / mix.sum(1, keepdim=True)).mean(0)
+    return w
+
+
+class AutoLearner:
+    """Fits every learner of ``learners`` (name -> a learner with `DKLLearner`'s interface) to
+    the same data and returns the model of the best LOO score; the first learner's model while
+    fewer than `MIN_POINTS` points are measured. ``seed`` seeds the subset LOO draws above
+    `dklscope.loo.MAX_EXACT` points. The process' random state is untouched."""
+
+    def __init__(self, learners: Mapping[str, DKLLearner], *, seed: int = 0) -> None:
+        if not learners:
+            raise ValueError("AutoLearner needs at least one candidate learner")
+        self.learners = dict(learners)
+        self._generator = torch.Generator().manual_seed(seed)
+        self.last_record: dict[str, Any] | None = None
+
+    def fit(self, X: Tensor, Y: Tensor) -> Any:
+        """The chosen model of these data (``X`` ``n x d``, ``Y`` ``n`` or ``n x m``; the first
+        output's scores decide); `last_record` describes the choice."""
+        fitted = {name: learner.fit(X, Y) for name, learner in self.learners.items()}
+        scalar = {name: members(model)[0] for name, model in fitted.items()}
+        names = list(fitted)
+        loos = {name: leave_one_out(scalar[name], self._generator) for name in names}
+        densities = torch.stack([loos[name].log_density for name in names], dim=1)
+        scores = densities.mean(0)
+        n = densities.shape[0]
+        chosen = names[int(torch.argmax(scores))] if n >= MIN_POINTS else names[0]
+        weights = stacking_weights(densities) if n >= 2 else torch.ones(len(names)) / len(names)
+        self.last_record = {
+            "scores": {name: float(s) for name, s in zip(names, scores, strict=True)},
+            "weights": {name: float(w) for name, w in zip(names, weights, strict=True)},
+            "chosen": chosen,
+            **calibration(loos[chosen]).to_dict(),
+        }
+        return fitted[chosen]
+
+    def reset(self) -> None:
+        """Forget every candidate's weights: the next fit starts afresh."""
+        for learner in self.learners.values():
+            learner.reset()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within this block, fits only condition on their data (see `DKLLearner.frozen`)."""
+        with contextlib.ExitStack() as stack:
+            for learner in self.learners.values():
+                stack.enter_context(learner.frozen())
+            yield
+
+    def state_bytes(self) -> bytes:
+        """Every candidate's state and the LOO subset generator's, serialised."""
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "learners": {name: lr.state_bytes() for name, lr in self.learners.items()},
+                "generator": self._generator.get_state(),
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def load_state_bytes(self, data: bytes) -> None:
+        """Continue from the state `state_bytes` wrote."""
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        for name, learner in self.learners.items():
+            learner.load_state_bytes(saved["learners"][name])
+        self._generator.set_state(saved["generator"])

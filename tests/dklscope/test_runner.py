@@ -29,7 +29,7 @@ instrument:
   simulator: {shape: [32, 32], seed: 2, noise: true}
 budget: {seed_points: 5, steps: 15}
 patches: {size: 8}
-model: {hidden: [16], first_fit_iterations: 60, refit_iterations: 10}
+model: {kind: dkl, hidden: [16], first_fit_iterations: 60, refit_iterations: 10}  # light
 scalarizer: {window: [1.05, 1.35]}
 """
 

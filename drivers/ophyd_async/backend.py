@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -123,8 +124,17 @@ class OphydAsyncBackend:
         if shutter is not None:
             self.blank = self._blank  # the dead-man switch's hook, only with a shutter
         self.x, self.y, self.detector, self.dwell = x, y, detector, dwell
-        self.description = description
-        self.geometry = geometry or StageGeometry.from_description(description)
+        # What this backend itself can do with the beam, whatever the description it was
+        # given says (e.g. one copied from the instrument the devices wrap): blank it with a
+        # shutter; it never parks the motors, and it keeps no dose account.
+        self.description = dataclasses.replace(
+            description,
+            can_park=False,
+            can_blank=shutter is not None,
+            dose_units=None,
+            dose_per_s=None,
+        )
+        self.geometry = geometry or StageGeometry.from_description(self.description)
         self._overview = overview
         self.spectrum_key = spectrum if isinstance(spectrum, str) else str(spectrum.name)
         # The loop running now (bluesky's, unless given): the one the devices were connected in.
@@ -203,6 +213,9 @@ class OphydAsyncBackend:
         self.blanked = True
 
     def acquire(self, dwell_s: float) -> Acquisition:
+        if self.blanked:  # the shutter is closed: an exposure would show nothing
+            raise RuntimeError("the beam is blanked (shutter closed): move the probe first")
+
         async def expose() -> tuple[dict[str, Any], tuple[float, float]]:
             if self.dwell is not None:
                 await self.dwell.set(dwell_s)

@@ -22,11 +22,9 @@ data pin down), the GPs disagree, and the mixture is uncertain.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
 
-from .dkl import _GaussianFit
+from .dkl import WarmStart, _GaussianFit
 from .ensemble import DKLEnsemble
 
 
@@ -73,7 +71,7 @@ class _Parameters(nn.Module):
         self.prior_sd = 1.0 / math.sqrt(h)  # of the last layer's weights: unit-scale features
 
 
-class BayesianDKLLearner:
+class BayesianDKLLearner(WarmStart):
     """Fits a Bayesian DKL (see the module's documentation) to the data seen so far, each fit
     warm-started from the last, with `dklscope.dkl.DKLLearner`'s interface and schedule
     (``first_fit_iterations`` SVI steps, then ``refit_iterations`` per fit, a fresh start every
@@ -110,39 +108,7 @@ class BayesianDKLLearner:
         self.train_subset = train_subset
         self.learning_rate = learning_rate
         self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-        self._state: dict[str, Tensor] | None = None
-        self._since_fresh = 0
-
-    def reset(self) -> None:
-        self._state = None
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        saved = self.refit_iterations, self.full_refit_every
-        self.refit_iterations, self.full_refit_every = 0, 0
-        try:
-            yield
-        finally:
-            self.refit_iterations, self.full_refit_every = saved
-
-    def state_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "state": self._state,
-                "since_fresh": self._since_fresh,
-                "generator": self._generator.get_state(),
-            },
-            buffer,
-        )
-        return buffer.getvalue()
-
-    def load_state_bytes(self, data: bytes) -> None:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        self._state = saved["state"]
-        self._since_fresh = int(saved["since_fresh"])
-        self._generator.set_state(saved["generator"])
+        self._init_warm_start(seed)
 
     def _fresh(self, in_dim: int) -> _Parameters:
         with torch.random.fork_rng(devices=[]):
@@ -161,14 +127,9 @@ class BayesianDKLLearner:
         y = (y_raw - y_raw.mean()) / y_raw.std().clamp_min(1e-12)
         inputs = self.prefix(X)
         params = self._fresh(inputs.shape[-1])
-        afresh = self._state is None or (
-            self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every
-        )
-        if afresh:
-            iterations, self._since_fresh = self.first_fit_iterations, 1
-        else:
+        iterations, afresh = self._next_iterations()
+        if not afresh:
             params.load_state_dict(self._state)
-            iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self._train(params, inputs, y, iterations)
         self._state = {k: v.detach().clone() for k, v in params.state_dict().items()}
         return self._mixture(params, X, y_raw)

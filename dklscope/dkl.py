@@ -457,7 +457,76 @@ def _subset(
     return inputs[chosen], targets[chosen]
 
 
-class DKLLearner:
+class WarmStart:
+    """What a learner keeps from one fit to the next, and its schedule: the learned state
+    (``_state``; None: the next fit starts afresh), the fits since the last fresh start, and
+    the generator of its random subsets. A fresh fit trains ``first_fit_iterations`` steps,
+    later ones ``refit_iterations`` from the last state, and every ``full_refit_every`` fits
+    (0: never) one starts afresh. Learners set these with `_init_warm_start`."""
+
+    first_fit_iterations: int
+    refit_iterations: int
+    full_refit_every: int
+
+    def _init_warm_start(self, seed: int) -> None:
+        self._generator = torch.Generator().manual_seed(seed)
+        self._state: dict[str, Tensor] | None = None
+        self._since_fresh = 0  # fits since (and including) the last fresh start
+
+    def _next_iterations(self, *, changed: bool = False) -> tuple[int, bool]:
+        """The training steps of the fit about to start, and whether it starts afresh (no
+        state yet, the schedule says so, or ``changed``: the model's shape is not the
+        state's); counts the fit."""
+        afresh = (
+            self._state is None
+            or (self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every)
+            or changed
+        )
+        if afresh:
+            self._since_fresh = 1
+            return self.first_fit_iterations, True
+        self._since_fresh += 1
+        return self.refit_iterations, False
+
+    def reset(self) -> None:
+        """Forget the learned weights: the next fit starts afresh."""
+        self._state = None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within this block, a fit only conditions on its data with the weights it has (no
+        training, no fresh start); the settings are restored afterwards."""
+        saved = self.refit_iterations, self.full_refit_every
+        self.refit_iterations, self.full_refit_every = 0, 0
+        try:
+            yield
+        finally:
+            self.refit_iterations, self.full_refit_every = saved
+
+    def state_bytes(self) -> bytes:
+        """Everything the next fit depends on (weights and hyperparameters, the count of fits
+        since the last fresh start, the subset generator), serialised: a learner given these
+        bytes by `load_state_bytes` fits exactly as this one would."""
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "state": self._state,
+                "since_fresh": self._since_fresh,
+                "generator": self._generator.get_state(),
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def load_state_bytes(self, data: bytes) -> None:
+        """Continue from the state `state_bytes` wrote."""
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        self._state = saved["state"]
+        self._since_fresh = int(saved["since_fresh"])
+        self._generator.set_state(saved["generator"])
+
+
+class DKLLearner(WarmStart):
     """Fits a `DKLModel` (a `ModelListGP` of them for several outputs) to the data seen so
     far, each fit warm-started from the last.
 
@@ -518,47 +587,8 @@ class DKLLearner:
         self.weight_decay = weight_decay
         self.priors = priors
         self.dtype, self.device = dtype, torch.device(device)
-        self._generator = torch.Generator().manual_seed(seed)
-        self._state: dict[str, Tensor] | None = None
-        self._since_fresh = 0  # fits since (and including) the last fresh start
+        self._init_warm_start(seed)
         self.last_losses: list[float] = []
-
-    def reset(self) -> None:
-        """Forget the learned weights: the next fit starts afresh."""
-        self._state = None
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Within this block, a fit only conditions on its data with the weights it has (no
-        training, no fresh start); the settings are restored afterwards."""
-        saved = self.refit_iterations, self.full_refit_every
-        self.refit_iterations, self.full_refit_every = 0, 0
-        try:
-            yield
-        finally:
-            self.refit_iterations, self.full_refit_every = saved
-
-    def state_bytes(self) -> bytes:
-        """Everything the next fit depends on (weights and hyperparameters, the count of fits
-        since the last fresh start, the subset generator), serialised: a learner given these
-        bytes by `load_state_bytes` fits exactly as this one would."""
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "state": self._state,
-                "since_fresh": self._since_fresh,
-                "generator": self._generator.get_state(),
-            },
-            buffer,
-        )
-        return buffer.getvalue()
-
-    def load_state_bytes(self, data: bytes) -> None:
-        """Continue from the state `state_bytes` wrote."""
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        self._state = saved["state"]
-        self._since_fresh = int(saved["since_fresh"])
-        self._generator.set_state(saved["generator"])
 
     def fit(self, X: Tensor, Y: Tensor) -> DKLModel | ModelListGP:
         """A model of exactly these data: ``X`` is ``n x d``, ``Y`` is ``n`` or ``n x m``.
@@ -584,16 +614,10 @@ class DKLLearner:
                 DKLModel(X[finite], y, network, self.kernel, self.noise_floor, self.priors)
             )
         model = outputs[0] if len(outputs) == 1 else ModelListGP(*outputs)
-        afresh = (
-            self._state is None
-            or (self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every)
-            or set(self._state) != set(_learned_state(model))  # an output came or went
-        )
-        if afresh:
-            iterations, self._since_fresh = self.first_fit_iterations, 1
-        else:
+        changed = self._state is not None and set(self._state) != set(_learned_state(model))
+        iterations, afresh = self._next_iterations(changed=changed)  # changed: outputs differ
+        if not afresh:
             model.load_state_dict(self._state, strict=False)
-            iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self.last_losses = train_exact_mll(
             model,
             iterations,

@@ -22,12 +22,10 @@ functions alike; `member_marginals` gives each member's for a policy that wants 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,7 +37,7 @@ from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor, nn
 
-from .dkl import CHUNK_ELEMENTS, _correlation, _scaled_sq_dist
+from .dkl import CHUNK_ELEMENTS, WarmStart, _correlation, _scaled_sq_dist
 
 
 class BatchedMLP(nn.Module):
@@ -300,7 +298,7 @@ class DKLEnsemble(Model):
         return self.train_y, mean, latent.clamp_min(0) + self.noise.reshape(-1, 1)
 
 
-class EnsembleLearner:
+class EnsembleLearner(WarmStart):
     """Fits a `DKLEnsemble` of ``n_members`` to the data seen so far, each fit warm-started from
     the last (the interface of `dklscope.dkl.DKLLearner`: ``first_fit_iterations`` Adam steps
     from the initial networks, then ``refit_iterations`` per fit, a fresh start every
@@ -336,39 +334,7 @@ class EnsembleLearner:
         self.train_subset = train_subset
         self.learning_rate = learning_rate
         self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-        self._state: dict[str, Tensor] | None = None
-        self._since_fresh = 0
-
-    def reset(self) -> None:
-        self._state = None
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        saved = self.refit_iterations, self.full_refit_every
-        self.refit_iterations, self.full_refit_every = 0, 0
-        try:
-            yield
-        finally:
-            self.refit_iterations, self.full_refit_every = saved
-
-    def state_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "state": self._state,
-                "since_fresh": self._since_fresh,
-                "generator": self._generator.get_state(),
-            },
-            buffer,
-        )
-        return buffer.getvalue()
-
-    def load_state_bytes(self, data: bytes) -> None:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        self._state = saved["state"]
-        self._since_fresh = int(saved["since_fresh"])
-        self._generator.set_state(saved["generator"])
+        self._init_warm_start(seed)
 
     def bootstrap_weights(self, n: int) -> Tensor:
         """``K x n`` Bayesian-bootstrap weights of the first ``n`` points: the same for a point
@@ -399,14 +365,9 @@ class EnsembleLearner:
         model = DKLEnsemble(
             X, y, network, weights, noise_floor=self.noise_floor, matern=self.matern
         )
-        afresh = self._state is None or (
-            self.full_refit_every > 0 and self._since_fresh >= self.full_refit_every
-        )
-        if afresh:
-            iterations, self._since_fresh = self.first_fit_iterations, 1
-        else:
+        iterations, afresh = self._next_iterations()
+        if not afresh:
             model.load_state_dict(self._state, strict=False)
-            iterations, self._since_fresh = self.refit_iterations, self._since_fresh + 1
         self._train(model, iterations)
         self._state = {
             k: v.detach().clone()

@@ -129,6 +129,7 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
         self.covar_module = ScaleKernel(base)
         self.outcome_transform = outcome_transform
         self._marginal_cache: _Factors | None = None
+        self._exact_cache: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         self.to(train_X)
 
     def forward(self, x: Tensor) -> MultivariateNormal:
@@ -210,18 +211,29 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
             torch.cat([self.train_targets, believed]),
             strict=False,
         )
-        believer._marginal_cache = None
+        believer._marginal_cache = believer._exact_cache = None
         return believer
 
+    def exact_factors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The training ``features`` (``n x k``), the covariance of the observations ``K``
+        (``n x n``, noise included), its lower Cholesky factor ``L``, ``alpha = K^-1 (y -
+        constant)`` (``(n,)``) and the ``constant`` mean, as trained; computed once per trained
+        model (predictions and `dklscope.loo` share them)."""
+        if self._exact_cache is None:
+            inputs, targets = self.train_inputs[0], self.train_targets
+            with torch.no_grad():
+                features = self.feature_extractor(inputs)
+                K = cross_covariance(self.covar_module, features, features)
+                K.diagonal().add_(self.likelihood.noise.reshape(()))
+                constant = self.mean_module(features[:1]).reshape(())
+                L = psd_safe_cholesky(K)
+                alpha = torch.cholesky_solve((targets - constant).unsqueeze(-1), L).squeeze(-1)
+            self._exact_cache = (features, K, L, alpha, constant)
+        return self._exact_cache
+
     def _factorise(self) -> _Factors:
-        inputs, targets = self.train_inputs[0], self.train_targets
+        features, K, L, alpha, constant = self.exact_factors()
         with torch.no_grad():
-            features = self.feature_extractor(inputs)
-            K = cross_covariance(self.covar_module, features, features)
-            K.diagonal().add_(self.likelihood.noise.reshape(()))
-            constant = self.mean_module(features[:1]).reshape(())
-            L = psd_safe_cholesky(K)
-            alpha = torch.cholesky_solve((targets - constant).unsqueeze(-1), L).squeeze(-1)
             groups = None
             if K.shape[0] > EXACT_VARIANCE_MAX:
                 pivots = greedy_pivots(K, VARIANCE_RANK)
@@ -233,7 +245,7 @@ class DKLModel(gpytorch.models.ExactGP, GPyTorchModel):
 
     def train(self, mode: bool = True) -> DKLModel:
         if mode:  # training changes the weights the factors were made with
-            self._marginal_cache = None
+            self._marginal_cache = self._exact_cache = None
         return super().train(mode)
 
 

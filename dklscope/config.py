@@ -238,7 +238,7 @@ class PatchConfig:
         _check(self.stride >= 1, "stride", f"must be >= 1, got {self.stride}")
 
 
-CANDIDATE_KINDS = ("gp-structure-xy", "gp-xy", "gp-structure")  # auto's default candidates
+CANDIDATE_KINDS = ("gp-xy", "gp-structure-xy", "gp-structure")  # auto's default candidates
 LATENT_KINDS = ("gp-latents-xy", "gp-latents")  # and with an embedding, these too
 AUTO_CANDIDATES = (*CANDIDATE_KINDS, *LATENT_KINDS, "dkl-ensemble", "bayesian-dkl")
 

@@ -1,21 +1,31 @@
 """Automatic model choice: fit several surrogate models, score each by its leave-one-out
-predictive density on the measured data, and use the best.
+predictive density on the measured data, and use the reference model unless another one
+predicts clearly better.
 
-`AutoLearner` holds one learner per candidate model (by name). At every fit it fits them all
-(each warm-started from its own last fit), scores each by the mean closed-form leave-one-out
-log predictive density per measured point (`dklscope.loo`), and returns the model of the
-highest score; `last_record` says what was scored, the stacking weights, the choice and the
-chosen model's LOO calibration, for the campaign's journal. Choosing the model that best
-predicts each measured point from the others is model choice by predictive likelihood (Vehtari,
-Gelman & Gabry 2017, "Practical Bayesian model evaluation using leave-one-out cross-validation
-and WAIC"); the stacking weights (Yao, Vehtari, Simpson & Gelman 2018, "Using stacking to
-average Bayesian predictive distributions") say how a combination would weigh them, and are
-journaled as a diagnostic.
+`AutoLearner` holds one learner per candidate model (by name); the first is the *reference*.
+At every fit it fits them all (each warm-started from its own last fit) and scores each by the
+mean closed-form leave-one-out log predictive density per measured point (`dklscope.loo`). It
+returns the model of the highest score if that beats the reference's by more than
+`SE_MARGIN` standard errors of the paired pointwise difference, and the reference's otherwise.
+`last_record` says what was scored, the stacking weights, the choice and the chosen model's
+LOO calibration, for the campaign's journal.
+
+Choosing the model that best predicts each measured point from the others is model choice by
+predictive likelihood (Vehtari, Gelman & Gabry 2017, "Practical Bayesian model evaluation using
+leave-one-out cross-validation and WAIC", §5.2: the difference of two models' expected log
+predictive densities and its standard error ``sqrt(n var(dᵢ))`` from the pointwise differences
+``dᵢ``); a difference within two standard errors is noise, and the reference stays. This is
+what keeps a campaign safe while few points are measured: a structure model that happens to
+explain three or five seed points is not trusted with the policy until the points show it
+(on the BEPS replay, picking the best score outright sent EI into one patch and lost to random
+sampling). The stacking weights (Yao, Vehtari, Simpson & Gelman 2018, "Using stacking to
+average Bayesian predictive distributions") say how a combination would weigh the candidates,
+and are journaled as a diagnostic.
 
 Closed-form LOO holds the hyperparameters fixed, so it favours a model whose many trained
 weights follow the measured points (a neural feature extractor) a little; the candidates of
 the default list are GPs with a handful of hyperparameters each, for which the bias is small.
-Below `MIN_POINTS` measurements the scores say little, and the first candidate is used.
+Below `MIN_POINTS` measurements the scores say little, and the reference is used.
 """
 
 from __future__ import annotations
@@ -31,7 +41,20 @@ from torch import Tensor
 from .dkl import DKLLearner, members
 from .loo import calibration, leave_one_out
 
-MIN_POINTS = 8  # measurements below which the first candidate is used without scoring
+MIN_POINTS = 8  # measurements below which the reference is used without scoring
+SE_MARGIN = 2.0  # standard errors by which a candidate must beat the reference to be used
+
+
+def choose(log_density: Tensor, margin: float = SE_MARGIN) -> int:
+    """The index of the model to use, from the LOO log densities ``log_density`` (``n x M``:
+    point i under model m; model 0 is the reference): the best mean if its pointwise
+    differences to the reference have a mean above ``margin`` standard errors, else 0."""
+    n = log_density.shape[0]
+    best = int(torch.argmax(log_density.mean(0)))
+    if best == 0 or n < max(MIN_POINTS, 2):
+        return 0
+    d = log_density[:, best] - log_density[:, 0]
+    return best if float(d.mean()) > margin * float(d.std() / n**0.5) else 0
 
 
 def stacking_weights(log_density: Tensor, iterations: int = 200) -> Tensor:
@@ -50,9 +73,9 @@ def stacking_weights(log_density: Tensor, iterations: int = 200) -> Tensor:
 
 
 class AutoLearner:
-    """Fits every learner of ``learners`` (name -> a learner with `DKLLearner`'s interface) to
-    the same data and returns the model of the best LOO score; the first learner's model while
-    fewer than `MIN_POINTS` points are measured. ``seed`` seeds the subset LOO draws above
+    """Fits every learner of ``learners`` (name -> a learner with `DKLLearner`'s interface; the
+    first is the reference) to the same data and returns the model that `choose` picks by
+    their LOO densities. ``seed`` seeds the subset LOO draws above
     `dklscope.loo.MAX_EXACT` points. The process' random state is untouched."""
 
     def __init__(self, learners: Mapping[str, DKLLearner], *, seed: int = 0) -> None:
@@ -72,7 +95,7 @@ class AutoLearner:
         densities = torch.stack([loos[name].log_density for name in names], dim=1)
         scores = densities.mean(0)
         n = densities.shape[0]
-        chosen = names[int(torch.argmax(scores))] if n >= MIN_POINTS else names[0]
+        chosen = names[choose(densities)]
         weights = stacking_weights(densities) if n >= 2 else torch.ones(len(names)) / len(names)
         self.last_record = {
             "scores": {name: float(s) for name, s in zip(names, scores, strict=True)},

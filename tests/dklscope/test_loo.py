@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from dklscope.config import ModelConfig
 from dklscope.dkl import DKLLearner, DKLModel, posterior_mean_std
 from dklscope.loo import LeaveOneOut, calibration, flag_message, leave_one_out
-from dklscope.model_choice import AutoLearner, stacking_weights
-from dklscope.model_family import Columns, principal_components
+from dklscope.model_choice import AutoLearner, choose, stacking_weights
+from dklscope.model_family import Columns, build_learner, model_inputs, principal_components
 
 
 def fitted_gp(X, y, iterations=100):
@@ -107,10 +108,26 @@ def test_stacking_weights():
     assert float(w[0]) == pytest.approx(0.5, abs=1e-6)
 
 
+def test_a_candidate_must_beat_the_reference_by_two_standard_errors():
+    rng = np.random.default_rng(4)
+    reference = torch.tensor(rng.normal(-1.0, 0.5, 40))
+    noise = torch.tensor(rng.standard_normal(40))
+    # d = 0.3 at every point plus noise of sd s: SE = s/sqrt(40); 2 SE = 0.32 s.
+    clear = reference + 0.3 + 0.5 * (noise - noise.mean()) / noise.std()  # 2 SE = 0.16
+    vague = (
+        reference + 0.35 + 2.0 * (noise - noise.mean()) / noise.std()
+    )  # 2 SE = 0.63, the best mean
+    assert choose(torch.stack([reference, clear], 1)) == 1
+    assert choose(torch.stack([reference, vague], 1)) == 0
+    assert choose(torch.stack([reference, vague, clear], 1)) == 0  # the best mean is vague's
+    assert choose(torch.stack([reference, clear - 1.0], 1)) == 0  # worse than the reference
+    assert choose(torch.stack([reference, clear], 1)[:7]) == 0  # below MIN_POINTS: reference
+
+
 def auto_learner(k_structure):
-    candidates = {
-        "gp-structure-xy": Columns(range(k_structure + 2)),
+    candidates = {  # as the default list: gp-xy is the reference
         "gp-xy": Columns(range(k_structure, k_structure + 2)),
+        "gp-structure-xy": Columns(range(k_structure + 2)),
         "gp-structure": Columns(range(k_structure)),
     }
     learners = {
@@ -188,3 +205,23 @@ def test_principal_components_find_the_one_direction_of_variation():
     assert scores.shape == (500, 2)
     assert abs(np.corrcoef(scores[:, 0], amplitude)[0, 1]) > 0.999
     np.testing.assert_allclose(scores.std(0), 1.0)
+
+
+def test_auto_reference_is_the_gp_xy_baseline():
+    """``kind: gp-xy`` (auto's reference) is the benchmarks' gp-xy baseline, ``kind: dkl`` with
+    ``input: coordinates`` trained 200 + 50 steps: the same predictions after two fits."""
+    rng = np.random.default_rng(6)
+    patches, positions = rng.standard_normal((200, 6, 6)), rng.uniform(0, 20, (200, 2))
+    y = torch.tensor(np.sin(positions[:, 0] / 3) + 0.1 * rng.standard_normal(200))
+    idx = rng.choice(200, 30, replace=False)
+    baseline = ModelConfig(input="coordinates", first_fit_iterations=200, refit_iterations=50)
+    predictions = []
+    for config in (ModelConfig(kind="gp-xy"), baseline):
+        inputs, network = model_inputs(config, patches, positions, None)
+        learner = build_learner(config, inputs, network, seed=0)
+        learner.fit(inputs.tensor[idx[:20]], y[idx[:20]])
+        predictions.append(
+            posterior_mean_std(learner.fit(inputs.tensor[idx], y[idx]), inputs.tensor)
+        )
+    for ours, theirs in zip(*predictions, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)

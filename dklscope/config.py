@@ -273,8 +273,8 @@ class ModelConfig:
         ]
         | None
     ) = None
-    # auto: the models it chooses among; by default CANDIDATE_KINDS, and LATENT_KINDS too
-    # when the config has an embedding
+    # auto: the models it chooses among, the first its reference (used unless another predicts
+    # clearly better); by default CANDIDATE_KINDS, and LATENT_KINDS too with an embedding
     candidates: tuple[str, ...] = CANDIDATE_KINDS
     structure_dim: int = 4  # principal components of the patches, without an embedding
     ensemble_size: int = 4  # dkl-ensemble: members; bayesian-dkl: draws of the last layer

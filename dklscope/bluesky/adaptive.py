@@ -16,8 +16,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from .agent import DKLAgent
 
 
@@ -74,22 +72,9 @@ class RunEvaluation:
         return outcomes
 
     def _scalar(self, data: Mapping[str, Any]) -> float:
+        value = self.agent.scalar_from(
+            data, spectrum=self.spectrum, scalar_field=self.scalar_field, where="event"
+        )
         if self.scalar_field is not None:
-            if self.scalar_field not in data:
-                raise KeyError(
-                    f"scalar_field {self.scalar_field!r} not in the event: {sorted(data)}"
-                )
-            return float(data[self.scalar_field])
-        key = self.spectrum
-        if key is None:
-            arrays = [k for k, v in data.items() if np.ndim(v) == 1]
-            if len(arrays) != 1:
-                raise KeyError(
-                    f"the event has {len(arrays)} one-dimensional fields {arrays}: name the "
-                    "spectrum (spectrum=) or the scalar (scalar_field=)"
-                )
-            key = arrays[0]
-        if key not in data:
-            raise KeyError(f"spectrum {key!r} not in the event: {sorted(data)}")
-        value = self.agent.scalarize(np.asarray(data[key]))
+            return value
         return value if math.isfinite(value) else math.nan

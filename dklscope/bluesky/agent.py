@@ -189,6 +189,36 @@ class DKLAgent:
             )
         return float(self.scalarizer(spectrum, self.axis))
 
+    def scalar_from(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        spectrum: str | None = None,
+        scalar_field: str | None = None,
+        where: str = "reading",
+    ) -> float:
+        """The scalar of one measurement's ``fields`` (name -> value, as in a Bluesky event or
+        a reading's values): the field ``scalar_field``, or `scalarize` of the field
+        ``spectrum`` (None: the only one-dimensional field). ``where`` names the fields in
+        the errors."""
+        if scalar_field is not None:
+            if scalar_field not in fields:
+                raise KeyError(
+                    f"scalar_field {scalar_field!r} not in the {where}: {sorted(fields)}"
+                )
+            return float(fields[scalar_field])
+        if spectrum is None:
+            arrays = [k for k, v in fields.items() if np.ndim(v) == 1]
+            if len(arrays) != 1:
+                raise KeyError(
+                    f"the {where} has {len(arrays)} one-dimensional fields {arrays}: name the "
+                    "spectrum (spectrum=) or the scalar (scalar_field=)"
+                )
+            spectrum = arrays[0]
+        if spectrum not in fields:
+            raise KeyError(f"spectrum {spectrum!r} not in the {where}: {sorted(fields)}")
+        return self.scalarize(np.asarray(fields[spectrum]))
+
     def best(self) -> tuple[float, float, float] | None:
         """``(x, y, value)`` of the largest finite value told, or None."""
         good = [(v, i) for i, v in self.told if math.isfinite(v)]

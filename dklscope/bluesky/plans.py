@@ -22,7 +22,6 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 from bluesky.utils import Msg
 
 from ..drivers.ophyd_async.backend import StageGeometry
@@ -166,7 +165,11 @@ def dkl_campaign(
             reading = yield from bps.read(detector)
             for device in (x_motor, y_motor, *readables):
                 yield from bps.read(device)
-            value = _scalar(agent, reading, spectrum, scalar_field)
+            value = agent.scalar_from(
+                {name: r["value"] for name, r in reading.items()},
+                spectrum=spectrum,
+                scalar_field=scalar_field,
+            )
             dkl.update(decision, value)
             yield from bps.read(dkl)
             yield from bps.save()
@@ -174,24 +177,3 @@ def dkl_campaign(
             yield from bps.checkpoint()
 
     return (yield from inner())
-
-
-def _scalar(
-    agent: DKLAgent, reading: dict[str, Any], spectrum: str | None, scalar_field: str | None
-) -> float:
-    """The scalar of one detector ``reading``."""
-    if scalar_field is not None:
-        if scalar_field not in reading:
-            raise KeyError(f"scalar_field {scalar_field!r} not in the reading: {sorted(reading)}")
-        return float(reading[scalar_field]["value"])
-    if spectrum is None:
-        arrays = [k for k, r in reading.items() if np.ndim(r["value"]) == 1]
-        if len(arrays) != 1:
-            raise KeyError(
-                f"the reading has {len(arrays)} one-dimensional fields {arrays}: name the "
-                "spectrum (spectrum=) or the scalar (scalar_field=)"
-            )
-        spectrum = arrays[0]
-    if spectrum not in reading:
-        raise KeyError(f"spectrum {spectrum!r} is not in the reading: {sorted(reading)}")
-    return agent.scalarize(np.asarray(reading[spectrum]["value"]))

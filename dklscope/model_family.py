@@ -219,17 +219,24 @@ def _network_learner(m: ModelConfig, inputs: ModelInputs, kind: str, seed: int) 
         stop - start,
         **size,
         network=Columns(index),
-        hidden=m.hidden,
-        feature_dim=m.feature_dim,
-        kernel=m.kernel,
-        noise_floor=m.noise_floor,
-        first_fit_iterations=m.first_fit_iterations,
-        refit_iterations=m.refit_iterations,
-        full_refit_every=m.full_refit_every,
-        train_subset=m.train_subset,
-        learning_rate=m.learning_rate,
+        **_network_training(m),
         seed=seed,
     )
+
+
+def _network_training(m: ModelConfig) -> dict[str, Any]:
+    """The config's network widths, kernel and training schedule, as a learner takes them."""
+    return {
+        "hidden": m.hidden,
+        "feature_dim": m.feature_dim,
+        "kernel": m.kernel,
+        "noise_floor": m.noise_floor,
+        "first_fit_iterations": m.first_fit_iterations,
+        "refit_iterations": m.refit_iterations,
+        "full_refit_every": m.full_refit_every,
+        "train_subset": m.train_subset,
+        "learning_rate": m.learning_rate,
+    }
 
 
 def _gp_learner(m: ModelConfig, inputs: ModelInputs, kind: str, seed: int) -> DKLLearner:
@@ -260,15 +267,7 @@ def _dkl_learner(
         inputs.tensor.shape[1],
         network=network,
         freeze_network=m.dkl_input == "frozen_encoder",
-        hidden=m.hidden,
-        feature_dim=m.feature_dim,
-        kernel=m.kernel,
-        noise_floor=m.noise_floor,
-        first_fit_iterations=m.first_fit_iterations,
-        refit_iterations=m.refit_iterations,
-        full_refit_every=m.full_refit_every,
-        train_subset=m.train_subset,
-        learning_rate=m.learning_rate,
+        **_network_training(m),
         weight_decay=m.weight_decay,
         passthrough=2 if m.dkl_input == "patches_and_position" else 0,
         seed=seed,

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..campaign import check_config_against
-from ..config import Config, ConfigError
-from ..dkl import members, posterior_mean_std
-from ..drivers import InstrumentDescription
-from ..drivers.ophyd_async.backend import StageGeometry
-from ..model_family import Learner, build_learner, model_inputs
-from ..patches import grid_patches
-from ..policies import Policy, PolicyState, build_policy, decide
-from ..scalarizers import Scalarizer, build_scalarizer, check_scalarizer
+from dklscope.campaign.resume import check_config_against
+from dklscope.config import Config, ConfigError
+from dklscope.drivers import InstrumentDescription
+from dklscope.drivers.ophyd_async.backend import StageGeometry
+from dklscope.embeddings.patches import grid_patches
+from dklscope.model.dkl import members, posterior_mean_std
+from dklscope.model.family import Learner, build_learner, model_inputs
+from dklscope.model.policies import Policy, PolicyState, build_policy, decide
+from dklscope.model.scalarizers import Scalarizer, build_scalarizer, check_scalarizer
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 
-from ..drivers.ophyd_async.backend import StageGeometry
+from dklscope.drivers.ophyd_async.backend import StageGeometry
+
 from .agent import AgentDecision, DKLAgent
 
 log = logging.getLogger(__name__)

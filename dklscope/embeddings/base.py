@@ -66,8 +66,8 @@ class Encoding:
 class Embedding(Protocol):
     """A structural embedding of patches: trained on a set of patches, then encodes any.
 
-    ``patches`` is a `dklscope.patches.PatchSet` or an array (N, C, H, W) (or (N, H, W) for
-    one channel), in the units the embedding was trained on.
+    ``patches`` is a `dklscope.embeddings.patches.PatchSet` or an array (N, C, H, W) (or
+    (N, H, W) for one channel), in the units the embedding was trained on.
     """
 
     def fit(self, patches: Any) -> Any: ...

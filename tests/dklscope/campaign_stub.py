@@ -1,6 +1,7 @@
 """A stand-in for a campaign read back from its journal (``Campaign.from_journal``): the
-attributes `dklscope.report` and `dklscope.export` read, over hand-made measurements with known
-positions, spectra, scalars, statuses and times, journaled to a real `Journal` on disk.
+attributes `dklscope.observe.report` and `dklscope.observe.export` read, over hand-made
+measurements with known positions, spectra, scalars, statuses and times, journaled to a real
+`Journal` on disk.
 
 `HISTORY` (8 attempts, 7 decisions), in journal order:
 
@@ -29,11 +30,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from dklscope.campaign.journal import Journal, Measurement
 from dklscope.config import parse_config
 from dklscope.drivers import InstrumentDescription, SpectralAxis
-from dklscope.journal import Journal, Measurement
-from dklscope.patches import grid_patches
-from dklscope.scalarizers import build_scalarizer
+from dklscope.embeddings.patches import grid_patches
+from dklscope.model.scalarizers import build_scalarizer
 
 CONFIG_TEXT = """
 seed: 3

@@ -1,5 +1,5 @@
-"""`dklscope.aggregate`: medians, bootstrap CIs and censoring on hand-made campaign results with
-known answers, the curves over seeds, and the tables and plots it writes."""
+"""`dklscope.bench.aggregate`: medians, bootstrap CIs and censoring on hand-made campaign results
+with known answers, the curves over seeds, and the tables and plots it writes."""
 
 import csv
 import json
@@ -8,21 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from dklscope.aggregate import (
-    CENSORED_METRICS,
-    GROUP_KEYS,
-    SCALAR_METRICS,
-    aggregate,
-    curve_figure,
-    curves,
-    mean_ci,
-    median_ci,
-    paired,
-    plot_curves,
-    summary_figure,
-    write_all,
-    write_tables,
-)
+from dklscope.bench.aggregate import CENSORED_METRICS, GROUP_KEYS, SCALAR_METRICS, aggregate, curves
+from dklscope.bench.comparison import paired
+from dklscope.bench.figures import curve_figure, plot_curves, summary_figure
+from dklscope.bench.statistics import mean_ci, median_ci
+from dklscope.bench.tables import write_all, write_tables
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from dklscope.atoms import AtomFinder, LocalMaxima, LoGBlobs, find_atoms, refine_positions
-from dklscope.patches import atom_patches
+from dklscope.embeddings.atoms import (
+    AtomFinder,
+    LocalMaxima,
+    LoGBlobs,
+    find_atoms,
+    refine_positions,
+)
+from dklscope.embeddings.patches import atom_patches
 
 
 def synthetic_lattice(seed=0, shape=(64, 64), spacing=6.0, sigma=1.2, noise=0.02):

@@ -5,9 +5,9 @@ import pyro
 import pytest
 import torch
 
-from dklscope.bayesian_dkl import BayesianDKLLearner
-from dklscope.dkl import posterior_mean_std
-from dklscope.ensemble import DKLEnsemble
+from dklscope.model.bayesian_dkl import BayesianDKLLearner
+from dklscope.model.dkl import posterior_mean_std
+from dklscope.model.ensemble import DKLEnsemble
 
 
 def data(n, seed):

@@ -22,9 +22,9 @@ from ophyd_async.core import init_devices
 
 from dklscope.bluesky import DKLAgent, dkl_campaign
 from dklscope.bluesky.adaptive import RunEvaluation
+from dklscope.campaign.instruments import simulated_campaign
 from dklscope.config import ConfigError, parse_config
 from dklscope.drivers.ophyd_async import simulated_devices
-from dklscope.instruments import simulated_campaign
 from dklscope.simulators import SimulatedMicroscope, lattice_sample
 
 CONFIG = """
@@ -282,7 +282,7 @@ def test_bluesky_adaptives_optimize_plan_runs_the_agent(run_engine, microscope):
 
 def test_dklscope_does_not_import_bluesky():
     code = (
-        "import sys, dklscope, dklscope.campaign, dklscope.cli, dklscope.drivers\n"
+        "import sys, dklscope, dklscope.campaign.loop, dklscope.cli, dklscope.drivers\n"
         "import dklscope.drivers.ophyd_async\n"
         "names = ('bluesky', 'ophyd_async', 'bluesky_adaptive', 'dklscope.bluesky')\n"
         "print(sorted(m for m in names if m in sys.modules))\n"

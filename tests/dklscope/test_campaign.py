@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dklscope.campaign.instruments import build_sample, simulated_campaign
+from dklscope.campaign.journal import Journal
 from dklscope.cli import main
 from dklscope.config import load_config, parse_config
-from dklscope.instruments import build_sample, simulated_campaign
-from dklscope.journal import Journal
-from dklscope.report import ground_truth_figures
+from dklscope.observe.report import ground_truth_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from dklscope.campaign import Campaign
+from dklscope.campaign.control import OPERATOR_STOP, ControlClient, ControlError, ControlServer
+from dklscope.campaign.instruments import build_sample, simulated_campaign, simulated_microscope
+from dklscope.campaign.journal import Journal
+from dklscope.campaign.loop import Campaign
 from dklscope.config import ConfigError, parse_config
-from dklscope.control import OPERATOR_STOP, ControlClient, ControlError, ControlServer
 from dklscope.drivers import DriverServer, MicroscopeClient
 from dklscope.drivers.security import ClientKeys, ServerKeys, generate_keys
-from dklscope.instruments import build_sample, simulated_campaign, simulated_microscope
-from dklscope.journal import Journal
 
 from .test_runner import REALTIME, TINY, start_run, wait_for_rows
 

@@ -5,16 +5,15 @@ from botorch.models import ModelListGP
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from dklscope.dkl import (
-    DKLLearner,
+from dklscope.model.dkl import (
     DKLModel,
     Passthrough,
     cross_covariance,
     greedy_pivots,
     mlp,
-    negative_mll,
     posterior_mean_std,
 )
+from dklscope.model.training import DKLLearner, negative_mll
 
 
 def data(n, seed, sign=1.0):
@@ -118,7 +117,7 @@ def test_low_rank_variances_are_close_and_never_smaller(monkeypatch):
     """Above EXACT_VARIANCE_MAX training points the variance conditions on sums of the
     observations over groups of training points: it may overstate the exact variance a
     little, never understate it."""
-    import dklscope.dkl as dkl
+    import dklscope.model.dkl as dkl
 
     X, y = data(300, seed=13)
     model = DKLLearner(6, seed=0, first_fit_iterations=50).fit(X, y)
@@ -151,8 +150,8 @@ def test_a_given_network_is_used_and_a_frozen_one_keeps_its_weights():
 def _lattice_problem(n_train: int, sample_seed: int = 2):
     """DKL fitted to ``n_train`` noise-free defect-mode values of a simulated lattice (10 x 10
     patches), and its predictions and truths at 1,000 held-out pixels."""
-    from dklscope.patches import grid_patches
-    from dklscope.scalarizers import Maximum
+    from dklscope.embeddings.patches import grid_patches
+    from dklscope.model.scalarizers import Maximum
     from dklscope.simulators import lattice_sample
 
     sample = lattice_sample((48, 48), seed=sample_seed)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dklscope.embeddings import TrainerConfig
+from dklscope.embeddings.patches import grid_patch_set
 from dklscope.embeddings.shiftvae import ShiftVAE, ShiftVAEConfig
 from dklscope.embeddings.trainer import SVITrainer
 from dklscope.embeddings.ved import VED, VEDConfig
-from dklscope.patches import grid_patch_set
 from dklscope.simulators import lattice_sample
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dklscope.dkl import posterior_mean_std
-from dklscope.ensemble import BatchedMLP, DKLEnsemble, EnsembleLearner
-from dklscope.loo import leave_one_out
+from dklscope.model.dkl import posterior_mean_std
+from dklscope.model.ensemble import BatchedMLP, DKLEnsemble, EnsembleLearner
+from dklscope.model.loo import leave_one_out
 
 
 def data(n, seed):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dklscope.evaluation import Z50, Z95, map_metrics, trace_metrics
+from dklscope.observe.evaluation import Z50, Z95, map_metrics, trace_metrics
 
 
 def test_trace_metrics_follow_the_best_found_and_the_top_locations():
@@ -47,7 +47,7 @@ def test_a_replay_s_truth_is_a_measurement_and_a_synthetic_sample_s_is_not():
     from pathlib import Path
 
     from dklscope.config import load_config
-    from dklscope.evaluation import truth_is_measured
+    from dklscope.observe.evaluation import truth_is_measured
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     assert truth_is_measured(load_config(configs / "beps_replay.yaml"))

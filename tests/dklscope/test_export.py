@@ -1,4 +1,4 @@
-"""`dklscope.export`: what is written reads back equal to the journal, in both formats
+"""`dklscope.observe.export`: what is written reads back equal to the journal, in both formats
 (campaign_stub.py describes the hand-made measurements)."""
 
 import json
@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dklscope.export import export_campaign, overview_names
-from dklscope.journal import Journal
+from dklscope.campaign.journal import Journal
+from dklscope.observe.export import export_campaign, overview_names
 
 sys.path.insert(0, str(Path(__file__).parent))
 from campaign_stub import CONFIG_TEXT, StubCampaign, journal_with, measurement

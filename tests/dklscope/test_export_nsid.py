@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dklscope.export import export_campaign
-from dklscope.journal import Journal
+from dklscope.campaign.journal import Journal
+from dklscope.observe.export import export_campaign
 from dklscope.simulators.replay import ReplayError, load_replay
 
 pytest.importorskip("pyNSID", reason="needs the nsid extra")
@@ -175,7 +175,7 @@ def test_the_positions_of_a_long_campaign_are_all_written(tmp_path):
 
 
 def test_without_the_extra_the_export_says_how_to_install_it(tmp_path, monkeypatch):
-    from dklscope.nsid import NsidUnavailable
+    from dklscope.observe.nsid import NsidUnavailable
 
     monkeypatch.setitem(sys.modules, "pyNSID.io.hdf_io", None)  # as if not installed
     with journal_with(tmp_path / "journal.sqlite") as journal:
@@ -188,7 +188,8 @@ def test_the_core_and_the_replay_never_import_sidpy():
     code = textwrap.dedent(
         """
         import sys
-        import dklscope.cli, dklscope.export, dklscope.nsid, dklscope.simulators.replay
+        import dklscope.cli, dklscope.observe.export, dklscope.observe.nsid
+        import dklscope.simulators.replay
         print(sorted(m for m in ("sidpy", "pyNSID", "SciFiReaders") if m in sys.modules))
         """
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dklscope.bench.grid import load_grid, run_grid
 from dklscope.config import ConfigError
-from dklscope.grid import load_grid, run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,8 +119,8 @@ def test_baselines_default_to_the_arms_there_are_and_must_be_arms(tmp_path):
 
 
 def test_arms_with_the_same_seed_measure_the_same_seed_points_with_the_same_noise(tmp_path):
+    from dklscope.campaign.instruments import simulated_campaign
     from dklscope.config import Config, from_dict
-    from dklscope.instruments import simulated_campaign
 
     grid = load_grid(grid_file(tmp_path, TINY.replace("steps: 6}", "steps: 1}")))
     points = {(p.sample, p.arm, p.seed): p for p in grid.points}

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from dklscope.journal import DecisionRecord, Journal, JournalError, Measurement
+from dklscope.campaign.journal import DecisionRecord, Journal, JournalError, Measurement
 
 
 def measurement(seq, **overrides):

@@ -7,14 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from dklscope.campaign import Campaign
+from dklscope.campaign.control import ControlClient
+from dklscope.campaign.instruments import simulated_campaign
+from dklscope.campaign.journal import Journal
+from dklscope.campaign.loop import Campaign
+from dklscope.campaign.progress import ProgressPublisher
 from dklscope.config import parse_config
-from dklscope.control import ControlClient
-from dklscope.dkl import posterior_mean_std
-from dklscope.instruments import simulated_campaign
-from dklscope.journal import Journal
-from dklscope.live import STATUS_S, EventFollower, JournalFollower, connectable
-from dklscope.progress import ProgressPublisher
+from dklscope.model.dkl import posterior_mean_std
+from dklscope.observe.live import STATUS_S, EventFollower, JournalFollower, connectable
 
 from .test_runner import TINY
 

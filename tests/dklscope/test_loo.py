@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from dklscope.config import ModelConfig
-from dklscope.dkl import DKLLearner, DKLModel, posterior_mean_std
-from dklscope.loo import LeaveOneOut, calibration, flag_message, leave_one_out
-from dklscope.model_choice import AutoLearner, choose, stacking_weights
-from dklscope.model_family import Columns, build_learner, model_inputs, principal_components
+from dklscope.model.choice import AutoLearner, choose, stacking_weights
+from dklscope.model.dkl import DKLModel, posterior_mean_std
+from dklscope.model.family import Columns, build_learner, model_inputs, principal_components
+from dklscope.model.loo import LeaveOneOut, calibration, flag_message, leave_one_out
+from dklscope.model.training import DKLLearner
 
 
 def fitted_gp(X, y, iterations=100):

@@ -4,9 +4,9 @@ import logging
 
 import pytest
 
+from dklscope.campaign.instruments import simulated_campaign
 from dklscope.config import parse_config
-from dklscope.instruments import simulated_campaign
-from dklscope.model_choice import AutoLearner
+from dklscope.model.choice import AutoLearner
 
 SMALL = """
 seed: 2

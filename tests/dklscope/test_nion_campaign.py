@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dklscope.journal import Journal
+from dklscope.campaign.journal import Journal
 
 pytest.importorskip("nion.usim_device", reason="needs the nion extra")
 

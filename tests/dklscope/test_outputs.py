@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from botorch.models import ModelListGP
 
+from dklscope.campaign.instruments import simulated_campaign
 from dklscope.config import ConfigError, parse_config
-from dklscope.dkl import posterior_mean_std
-from dklscope.evaluation import true_scalars
-from dklscope.instruments import simulated_campaign
-from dklscope.policies import RandomChoice
-from dklscope.scalarizers import build_scalarizer
+from dklscope.model.dkl import posterior_mean_std
+from dklscope.model.policies import RandomChoice
+from dklscope.model.scalarizers import build_scalarizer
+from dklscope.observe.evaluation import true_scalars
 
 # The lattice sample's defect mode (1.2 eV) is sought; its edge plasmon (0.8 eV, strong near
 # the vacuum) and the bulk plasmon's energy (2.2 eV in one domain, 2.5 eV in the other) are
@@ -147,8 +147,8 @@ def test_reports_and_exports_carry_every_output(predicting, tmp_path):
     import h5py
     from PIL import Image
 
-    from dklscope.export import export_campaign
-    from dklscope.report import write_report
+    from dklscope.observe.export import export_campaign
+    from dklscope.observe.report import write_report
 
     campaign, maps, _ = predicting
     write_report(campaign, tmp_path / "report")
@@ -173,7 +173,7 @@ def test_reports_and_exports_carry_every_output(predicting, tmp_path):
 def test_outputs_named_like_exported_columns_do_not_overwrite_them(tmp_path):
     import h5py
 
-    from dklscope.export import export_campaign
+    from dklscope.observe.export import export_campaign
 
     names = PREDICTING.replace("  edge:", "  status:").replace("  bulk_energy:", "  mean:")
     config = parse_config(names.replace("steps: 50", "steps: 2"))

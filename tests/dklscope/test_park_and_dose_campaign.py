@@ -14,12 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from dklscope.campaign import Campaign
-from dklscope.cli import _run_to_end
+from dklscope.campaign.instruments import build_sample, simulated_microscope
+from dklscope.campaign.journal import Journal
+from dklscope.campaign.loop import Campaign
+from dklscope.cli.run import _run_to_end
 from dklscope.config import ConfigError, parse_config
 from dklscope.drivers import DriverServer, InstrumentError, MicroscopeClient
-from dklscope.instruments import build_sample, simulated_microscope
-from dklscope.journal import Journal
 
 # A random policy and 32 x 32 pixels: no model to fit, so each campaign takes well under 1 s.
 FAST = """

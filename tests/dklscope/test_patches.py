@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dklscope.patches import extract_patches, grid_patch_set, grid_patches
+from dklscope.embeddings.patches import extract_patches, grid_patch_set, grid_patches
 
 
 @pytest.mark.parametrize("size", [3, 4, 7])

@@ -10,11 +10,11 @@ import torch
 import yaml
 from scipy.stats import norm
 
-import dklscope.policies as policies
+import dklscope.model.policies as policies
+from dklscope.campaign.instruments import simulated_campaign
 from dklscope.config import POLICY_KINDS, ConfigError, PolicyConfig, from_dict, parse_config
-from dklscope.dkl import DKLModel, mlp
-from dklscope.instruments import simulated_campaign
-from dklscope.policies import (
+from dklscope.model.dkl import DKLModel, mlp
+from dklscope.model.policies import (
     POLICIES,
     BetaSchedule,
     Choice,

@@ -1,5 +1,5 @@
-"""`dklscope.report`: the summary's figures against hand-made measurements with known answers,
-and the plots of `write_report` (campaign_stub.py describes the measurements)."""
+"""`dklscope.observe.report`: the summary's figures against hand-made measurements with known
+answers, and the plots of `write_report` (campaign_stub.py describes the measurements)."""
 
 import json
 import math
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dklscope.report import (
+from dklscope.observe.report import (
     REPORT_FILES,
     candidate_latents,
     example_spectra,
@@ -186,10 +186,10 @@ def test_a_report_and_an_export_of_a_finished_campaign_folder(tmp_path):
     """End to end: a small simulated run, then its folder reported and exported."""
     import h5py
 
-    from dklscope.campaign import Campaign
+    from dklscope.campaign.journal import Journal
+    from dklscope.campaign.loop import Campaign
     from dklscope.cli import main
-    from dklscope.export import export_campaign
-    from dklscope.journal import Journal
+    from dklscope.observe.export import export_campaign
 
     config = tmp_path / "small.yaml"
     config.write_text(
@@ -244,7 +244,7 @@ def model_event(decision, flag=None, coverage95=0.93, chosen="dkl-ensemble", **f
 
 
 def test_the_report_plots_the_model_records_and_sums_them_up(tmp_path):
-    from dklscope.model_records import model_figure, model_records
+    from dklscope.observe.model_records import model_figure, model_records
 
     with journal_with(tmp_path / "journal.sqlite") as journal:
         journal.log_event("model", **model_event(2))
@@ -288,7 +288,7 @@ def test_the_report_plots_the_model_records_and_sums_them_up(tmp_path):
 
 
 def test_a_flag_is_explained_in_words():
-    from dklscope.model_records import ModelRecord
+    from dklscope.observe.model_records import ModelRecord
 
     over = ModelRecord.from_event(model_event(3, flag="overconfident", coverage95=0.71))
     assert over.warning() == (

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import zmq
 
+from dklscope.campaign.instruments import simulated_campaign
+from dklscope.campaign.journal import Journal
+from dklscope.campaign.progress import ProgressPublisher
 from dklscope.cli import main
 from dklscope.config import parse_config
-from dklscope.instruments import simulated_campaign
-from dklscope.journal import Journal
-from dklscope.policies import Choice
-from dklscope.progress import ProgressPublisher
+from dklscope.model.policies import Choice
 
 TINY = """
 seed: 5
@@ -101,7 +101,7 @@ def journal_rows(path: Path) -> int:
 
 def start_run(config_path: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "dklscope.cli", "run", str(config_path), "--no-progress"]
+    command = [sys.executable, "-m", "dklscope", "run", str(config_path), "--no-progress"]
     return subprocess.Popen(
         [*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -290,7 +290,7 @@ def test_failed_measurements_are_journaled_and_handled_as_configured(on_failure)
 
 
 def test_a_saturated_or_non_finite_spectrum_is_a_failure():
-    from dklscope.campaign import _spectrum_problem
+    from dklscope.campaign.measure import _spectrum_problem
 
     spectrum = np.array([1.0, 5.0, 2.0], np.float32)
     assert _spectrum_problem(spectrum, None) is None

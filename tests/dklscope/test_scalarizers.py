@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dklscope.config import SCALARIZER_KINDS, BiasWaveformConfig, ConfigError, ScalarizerConfig
-from dklscope.scalarizers import (
+from dklscope.model.scalarizers import (
     KINDS,
     BandRatio,
     LoopArea,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dklscope.campaign.instruments import build_sample
 from dklscope.cli import main
 from dklscope.config import load_config
 from dklscope.drivers import InstrumentTimeout, MicroscopeClient
-from dklscope.instruments import build_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from dklscope.control import OPERATOR_STOP
-from dklscope.journal import Journal
+from dklscope.campaign.control import OPERATOR_STOP
+from dklscope.campaign.journal import Journal
 
 from .test_live import model_detail
 from .test_runner import REALTIME, start_run
@@ -79,7 +79,7 @@ def view(*args: str):
     """``dklscope view ARGS --port P`` in a subprocess; yields its URL once it answers."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "dklscope.cli", "view", *args, "--port", str(port)]
+    command = [sys.executable, "-m", "dklscope", "view", *args, "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -288,9 +288,9 @@ def test_the_page_shows_the_model_and_warns_in_red_while_it_is_flagged():
 
     from bokeh.document import Document
 
-    from dklscope.live import LiveCampaign
-    from dklscope.model_records import ModelRecord
-    from dklscope.view import _Page
+    from dklscope.observe.live import LiveCampaign
+    from dklscope.observe.model_records import ModelRecord
+    from dklscope.observe.page import Page as _Page
 
     live = LiveCampaign(title="run", source="journal", state="running")
     with ThreadPoolExecutor(1) as executor:

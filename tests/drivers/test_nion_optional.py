@@ -55,7 +55,7 @@ def test_the_drivers_and_the_nion_backend_modules_import_without_nion_or_torch()
 def test_the_controller_imports_and_reads_the_nion_config_without_nion():
     result = run_without_nion(
         """
-        import dklscope.campaign, dklscope.cli, dklscope.instruments
+        import dklscope.campaign.loop, dklscope.cli, dklscope.campaign.instruments
         from dklscope.config import load_config
         config = load_config("configs/nion_usim.yaml")
         assert config.instrument.nion_usim.sample == "flake"

@@ -73,9 +73,9 @@ def test_moves_set_the_motors_and_spectra_are_the_instruments(run_engine):
 
 
 def test_a_short_campaign_runs_against_the_served_devices(run_engine):
-    from dklscope.campaign import Campaign
+    from dklscope.campaign.journal import Journal
+    from dklscope.campaign.loop import Campaign
     from dklscope.config import parse_config
-    from dklscope.journal import Journal
 
     backend, _, scope = make_backend(run_engine)
     with DriverServer(backend, "tcp://127.0.0.1:0") as server:

@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
+from dklscope.campaign.instruments import build_sample
 from dklscope.config import load_config
 from dklscope.drivers import MicroscopeClient
-from dklscope.instruments import build_sample
 
 
 def free_port():

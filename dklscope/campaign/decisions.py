@@ -195,7 +195,7 @@ class Decider:
         elif message is None and self._calibration_said:
             log.info("model %s, %d points: calibrated again", record["chosen"], record["n_train"])
         self._calibration_said = message.split(":")[-1] if message else None
-        campaign._publish("model", **record)
+        campaign.publish("model", **record)
 
     def checkpoint_model(self, decision: int, state: bytes) -> DKLModel:
         """The scalar's model fitted behind ``decision``, rebuilt from its checkpoint

@@ -344,7 +344,7 @@ class Campaign:
         self._started, self._last_done = time.monotonic(), None
         self.stop_reason, self._stop_requested = None, None
         self._state = "running"
-        self._publish("started", n_planned=self.n_planned, resumed=bool(self.history))
+        self.publish("started", n_planned=self.n_planned, resumed=bool(self.history))
         self.journal.log_event("run_started", measurements=len(self.history), **self.endpoints)
         try:
             self._run_loop(on_step)
@@ -368,7 +368,7 @@ class Campaign:
         if self.client is None:
             return
         fields = park(self.client, self.journal, reason, detail, len(self.history))
-        self._publish("parked", **fields)
+        self.publish("parked", **fields)
 
     def _stopped(self, reason: str, *, error: bool = False) -> None:
         self._state = "stopped"
@@ -376,7 +376,7 @@ class Campaign:
         self.journal.log_event(
             "run_stopped", reason=reason, measurements=len(self.history), error=error
         )
-        self._publish("stopped", reason=reason, n_measurements=len(self.history), error=error)
+        self.publish("stopped", reason=reason, n_measurements=len(self.history), error=error)
 
     def _run_loop(self, on_step: Callable[[Measurement], None] | None) -> None:
         with ThreadPoolExecutor(1, thread_name_prefix="dklscope-instrument") as instrument:
@@ -422,7 +422,7 @@ class Campaign:
         parked for the pause (journaled ``parked``); the next move un-parks it."""
         self._state = "paused"
         self.journal.log_event("paused", measurements=len(self.history))
-        self._publish("paused", n_measurements=len(self.history))
+        self.publish("paused", n_measurements=len(self.history))
         log.info("paused after %d measurements", len(self.history))
         self._park("pause", "paused")  # the next move un-parks
         self._paused_since = started = time.monotonic()
@@ -435,7 +435,7 @@ class Campaign:
         self._state = "running"
         if not self.stop_requested:
             self.journal.log_event("resumed", paused_s=paused_s)
-            self._publish("resumed", paused_s=paused_s)
+            self.publish("resumed", paused_s=paused_s)
             log.info("resumed after a pause of %.1f s", paused_s)
 
     def _require_instrument(self) -> None:
@@ -453,7 +453,7 @@ class Campaign:
         self._queue += records
         self.taken[[r.candidate for r in records]] = True
         for record in records:
-            self._publish("decision", **dataclasses.asdict(record))
+            self.publish("decision", **dataclasses.asdict(record))
 
     def policy_state(
         self, rng: np.random.Generator | None = None, pending: list[int] | None = None
@@ -539,7 +539,7 @@ class Campaign:
         fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "spectrum"}
         if self.config.predict:
             fields["outputs"] = dict(zip(self.output_names, self.outputs(m).tolist(), strict=True))
-        self._publish("measurement", **fields, best=best.scalar if best else None)
+        self.publish("measurement", **fields, best=best.scalar if best else None)
         return m
 
     # -- drift --------------------------------------------------------------------------------
@@ -558,9 +558,10 @@ class Campaign:
         image = np.asarray(self.client.get_overview(), dtype=np.float64)
         self._last_done = time.time()
         dx, dy = self.drift.correct(self.overview, image, len(self.history))
-        self._publish("drift", dx=dx, dy=dy, after_seq=len(self.history))
+        self.publish("drift", dx=dx, dy=dy, after_seq=len(self.history))
         return dx, dy
 
-    def _publish(self, event: str, **fields: Any) -> None:
+    def publish(self, event: str, **fields: Any) -> None:
+        """Send the progress event ``event`` with ``fields``, if a publisher is attached."""
         if self.publisher is not None:
             self.publisher.publish(event, **fields)

@@ -50,28 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        if args.command == "run":
-            return run.main(args)
-        if args.command == "serve":
-            return serve.main(args)
-        if args.command == "sample":
-            return sample.main(args)
-        if args.command in ("report", "export"):
-            return report.main(args)
-        if args.command == "view":
-            return view.main(args)
-        if args.command == "keys":
-            return keys.main(args)
-        if args.command == "conformance":
-            return conformance.main(args)
-        if args.command == "bench":
-            from dklscope.bench.commands import main as bench
-
-            return bench(args)
+        return args.handler(args)
     except ConfigError as exc:
         where = getattr(args, "config", None)
         return usage_error(f"{where}: {exc}" if where else str(exc))
-    return 2
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -20,6 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "moves the probe within the described limits and acquires at the smallest dwell."
         ),
     )
+    conformance.set_defaults(handler=main)
     conformance.add_argument("address", help="the server, e.g. tcp://127.0.0.1:5555")
     conformance.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     conformance.add_argument("--server-key", type=Path, metavar="FILE", help="server's NAME.key")

@@ -18,6 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="generate CURVE key pairs for the driver protocol",
         description="Write NAME.key (public) and NAME.key_secret (secret) into DIR per name.",
     )
+    keys.set_defaults(handler=main)
     keys.add_argument("dir", type=Path, help="folder for the key files (created)")
     keys.add_argument(
         "--name",

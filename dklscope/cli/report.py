@@ -24,6 +24,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
             "recorded in DIR, from its journal alone (running, finished or interrupted)."
         ),
     )
+    report.set_defaults(handler=main)
     report.add_argument("dir", type=Path, help="the campaign's output folder")
     report.add_argument("--out", type=Path, metavar="FOLDER", help="write there (default: DIR)")
 
@@ -38,6 +39,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
             "in DIR to one file (layout: docs/export.md)."
         ),
     )
+    export.set_defaults(handler=main)
     export.add_argument("dir", type=Path, help="the campaign's output folder")
     export.add_argument(
         "--to",

@@ -39,6 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "server is used."
         ),
     )
+    run.set_defaults(handler=main)
     run.add_argument("config", type=Path, help="campaign YAML file, e.g. configs/quickstart.yaml")
     where = run.add_mutually_exclusive_group(required=True)
     where.add_argument(

@@ -17,6 +17,7 @@ log = logging.getLogger("dklscope")
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """``sample`` and its ``show``: the parsers of ``dklscope sample show``."""
     sample = commands.add_parser("sample", help="look at a simulated sample")
+    sample.set_defaults(handler=main)
     sample_commands = sample.add_subparsers(dest="sample_command", required=True, metavar="COMMAND")
     show = sample_commands.add_parser(
         "show",

@@ -32,6 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "'instrument: address:'."
         ),
     )
+    serve.set_defaults(handler=main)
     serve.add_argument(
         "config",
         type=Path,

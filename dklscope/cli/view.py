@@ -24,6 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "the campaign's control socket (runner.control)."
         ),
     )
+    view.set_defaults(handler=main)
     view.add_argument(
         "target",
         metavar="DIR_OR_EVENTS_ADDRESS",

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 def add_parsers(commands: Any) -> None:
     """Add ``bench`` and one sub-command per benchmark to the CLI's sub-parsers."""
     bench = commands.add_parser("bench", help="measure speed (prints a table, writes JSON)")
+    bench.set_defaults(handler=main)
     names = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     for name in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         module = _module(name)

@@ -5,6 +5,14 @@ points, same noise): the mean of the per-seed differences baseline - arm in best
 the protocol budget, with a bias-corrected and accelerated (BCa) bootstrap confidence interval
 of that mean (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 14; computed by
 `scipy.stats.bootstrap`), and the ratio of the medians of steps-to-90%-of-best.
+
+Because the arms share their seed points, the steps criterion has a floor no model can beat: on
+a seed where the baseline's seed points already hold a candidate within 90 % of the best, every
+arm gets there at the same measurement, and on any other seed no arm gets there before its
+first decision (measurement ``seed_points + 1``). The median of ``min(baseline's steps,
+seed_points + 1)`` over the pairs is therefore the least median an arm can have, and when it is
+above the limit times the baseline's median, the criterion cannot pass on that protocol
+(``steps_reachable`` False): only fewer seed points or a rarer target would make it reachable.
 """
 
 from __future__ import annotations
@@ -58,7 +66,10 @@ def paired(
       arm's is);
     - the verdicts: ``pass_ci`` (``diff_ci_high`` <= `CI_HIGH_LIMIT`), ``steps90_ratio_limit``
       (the baseline's entry of `STEPS_RATIO_LIMITS`, or None) and ``pass_steps`` (the ratio
-      within it; None without a limit).
+      within it; None without a limit);
+    - ``steps90_floor``: the least median steps-to-90% any arm sharing the baseline's seed
+      points can have (the median of ``min(baseline's steps, n_seed_points + 1)``), and
+      ``steps_reachable``: whether that floor is within the limit (None without a limit).
 
     A group without pairs gives a row with ``n_pairs`` 0 and the statistics None.
     """
@@ -104,7 +115,7 @@ def _paired_row(
     mine = _by_seed(members)
     theirs = _by_seed(others)
     seeds = [s for s in mine if s in theirs]
-    diffs, steps_mine, steps_theirs = [], [], []
+    diffs, steps_mine, steps_theirs, floors = [], [], [], []
     for s in seeds:
         a = as_float(mine[s].get("best_fraction_at_protocol"))
         b = as_float(theirs[s].get("best_fraction_at_protocol"))
@@ -113,6 +124,8 @@ def _paired_row(
         diffs.append(b - a)
         steps_mine.append(_censored(mine[s].get("steps_to_90pct_best")))
         steps_theirs.append(_censored(theirs[s].get("steps_to_90pct_best")))
+        seed_points = as_float(theirs[s].get("n_seed_points"))
+        floors.append(math.nan if seed_points is None else min(steps_theirs[-1], seed_points + 1))
     row: dict[str, Any] = dict(zip(GROUP_KEYS, group, strict=True))
     row["baseline"] = baseline
     row["n_pairs"] = len(diffs)
@@ -120,18 +133,20 @@ def _paired_row(
     limit = STEPS_RATIO_LIMITS.get(baseline)
     if not diffs:
         row.update(dict.fromkeys(_PAIRED_STATS))
-        row.update(ci_method="BCa", steps90_ratio_limit=limit, pass_ci=None, pass_steps=None)
+        row.update(
+            ci_method="BCa",
+            steps90_ratio_limit=limit,
+            pass_ci=None,
+            pass_steps=None,
+            steps_reachable=None,
+        )
         return row
     rng = bootstrap_rng(seed, group, f"paired.{baseline}")
     mean, low, high = mean_ci(diffs, confidence=confidence, n_bootstrap=n_bootstrap, rng=rng)
     median_mine = float(np.median(steps_mine))
     median_theirs = float(np.median(steps_theirs))
-    if math.isinf(median_mine):
-        ratio = math.inf
-    elif math.isinf(median_theirs):
-        ratio = 0.0
-    else:
-        ratio = median_mine / median_theirs
+    floor = float(np.median(floors))  # NaN: a campaign without its seed points' count
+    ratio = _ratio(median_mine, median_theirs)
     row.update(
         diff_mean=mean,
         diff_median=float(np.median(diffs)),
@@ -144,8 +159,22 @@ def _paired_row(
         steps90_ratio_limit=limit,
         pass_ci=bool(high <= CI_HIGH_LIMIT),
         pass_steps=None if limit is None else bool(ratio <= limit),
+        steps90_floor=json_safe(floor),
+        steps_reachable=None
+        if limit is None or math.isnan(floor)
+        else bool(_ratio(floor, median_theirs) <= limit),
     )
     return row
+
+
+def _ratio(mine: float, theirs: float) -> float:
+    """``mine / theirs`` of two median steps, +inf when ``mine`` is censored and 0 when only
+    ``theirs`` is."""
+    if math.isinf(mine):
+        return math.inf
+    if math.isinf(theirs):
+        return 0.0
+    return mine / theirs
 
 
 _PAIRED_STATS = (
@@ -156,6 +185,7 @@ _PAIRED_STATS = (
     "steps90_median",
     "steps90_median_baseline",
     "steps90_ratio",
+    "steps90_floor",
 )
 
 

@@ -477,6 +477,7 @@ def test_paired_differences_are_baseline_minus_arm_over_the_common_seeds():
     assert (row["steps90_median"], row["steps90_median_baseline"]) == (5.0, 5.0)
     assert row["steps90_ratio"] == 1.0 and row["steps90_ratio_limit"] == pytest.approx(1 / 3)
     assert row["pass_steps"] is False
+    assert row["steps90_floor"] == 3.0 and row["steps_reachable"] is False  # 3 / 5 > 1/3
     row = by["default", "gp-xy"]  # equal fractions: a zero-width interval at 0
     assert (row["n_pairs"], row["diff_mean"], row["diff_ci_high"]) == (5, 0.0, 0.0)
     assert row["pass_ci"] is True
@@ -485,6 +486,38 @@ def test_paired_differences_are_baseline_minus_arm_over_the_common_seeds():
     assert row["diff_mean"] == pytest.approx(0.15) and row["pass_ci"] is False
     row = by["gp-xy", "random"]  # gp-xy's median steps over seeds 0-3: 10, random's 5
     assert row["steps90_ratio"] == 2.0 and row["pass_steps"] is False
+
+
+def test_the_steps_floor_is_what_shared_seed_points_allow():
+    # Random's steps to 90% over five seeds: 4 and 7 within the 10 seed points (every arm gets
+    # there at the same measurement), 22, 30 and never after them (no arm before its first
+    # decision, the 11th): floors 4, 7, 11, 11, 11, median 11, over random's median 22: no arm
+    # can have a ratio below 1/2, so the 1/3 criterion is out of reach.
+    def campaigns(arm, steps90, seed_points):
+        runs = arm_results(arm, [1.0] * len(steps90), steps90)
+        for run in runs:
+            run["n_seed_points"] = seed_points
+        return runs
+
+    random_steps = [4, 7, 22, 30, None]
+    results = campaigns("default", [4, 7, 11, 11, 11], 10) + campaigns("random", random_steps, 10)
+    row = paired(results, ["random"], n_bootstrap=100)[0]
+    assert (row["steps90_median"], row["steps90_median_baseline"]) == (11, 22)
+    assert row["steps90_floor"] == 11.0
+    assert row["steps90_ratio"] == pytest.approx(0.5) and row["pass_steps"] is False
+    assert row["steps_reachable"] is False
+    # With 3 seed points the floors are 4, 4, 4, 4, 4: 4/22 is within 1/3.
+    results = campaigns("default", [4, 4, 6, 6, 9], 3) + campaigns("random", random_steps, 3)
+    row = paired(results, ["random"], n_bootstrap=100)[0]
+    assert row["steps90_floor"] == 4.0 and row["steps_reachable"] is True
+    assert row["steps90_ratio"] == pytest.approx(6 / 22) and row["pass_steps"] is True
+    # Without the seed points' count the floor is unknown; without a limit there is no verdict.
+    for run in results:
+        del run["n_seed_points"]
+    rows = {(r["arm"], r["baseline"]): r for r in paired(results, ["random", "default"])}
+    assert rows["default", "random"]["steps90_floor"] is None
+    assert rows["default", "random"]["steps_reachable"] is None
+    assert rows["random", "default"]["steps_reachable"] is None
 
 
 def test_censored_steps_give_a_ratio_of_zero_or_none():

@@ -57,6 +57,8 @@ PAIRED = (
     "steps90_ratio",
     "steps90_ratio_limit",
     "pass_steps",
+    "steps90_floor",
+    "steps_reachable",
 )
 
 
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     report(
         [{key: row.get(key) for key in PAIRED} for row in comparisons],
         title="paired: baseline - arm in best fraction at the protocol budget (pass_ci: CI high "
-        "<= 0.02); steps to 90% of best, arm / baseline (pass_steps: within the limit)",
+        "<= 0.02); steps to 90% of best, arm / baseline (pass_steps: within the limit; "
+        "steps_reachable: whether the shared seed points let any arm pass)",
         json_path=None,
     )
     return [{key: row.get(key) for key in HEADLINE} for row in rows]

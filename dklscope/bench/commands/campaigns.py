@@ -106,9 +106,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             address=args.address,
             on_result=lambda _: progress.advance(task),
         )
-    rows, paths = write_all(results, out, baselines=grid.baselines)
-    for path in paths:
-        log.info("wrote %s", path)
+    rows, _ = write_all(results, out, baselines=grid.baselines)  # each writer logs its files
     comparisons = paired(results, grid.baselines)  # as in paired.json: the same seeded bootstrap
     report(
         [{key: row.get(key) for key in PAIRED} for row in comparisons],
